@@ -1,0 +1,1 @@
+"""SRGAN training pipeline: data loading, models, DDP training, evaluation."""

@@ -1,0 +1,1 @@
+"""CelebA to WebDataset shards for SRGAN training (`srgan-preprocess`)."""

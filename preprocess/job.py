@@ -1,0 +1,303 @@
+"""The `shard` job: plan shards, process images in parallel, write shards, then the manifest.
+
+The plan (which image goes to which shard, in which order) is fixed by the inputs and the
+seed before any image is read, so a shard can be finished and recorded on its own. That is
+what makes the job resumable: a re-run skips every shard whose record and checksum match and
+writes only the rest, and the output is byte-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from preprocess.atomic import TMP_SUFFIX, write_json
+from preprocess.celeba import (
+    PARTITION_FILE,
+    SPLITS,
+    CelebAError,
+    ImageSource,
+    read_partition,
+    sample_key,
+)
+from preprocess.images import Encoding, RejectedImage, SampleResult, component_names, make_sample
+from preprocess.manifest import MANIFEST_NAME, build_manifest
+from preprocess.pillow_check import pillow_flavour, warn_if_plain_pillow
+from preprocess.protocol import Protocol
+from preprocess.shards import ShardWriter, index_path_for, sha256_file
+
+log = logging.getLogger(__name__)
+
+PROGRESS_DIR = ".progress"
+JOB_RECORD = "job.json"
+MAX_WARNING_LINES = 20
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    celeba_root: Path
+    out: Path
+    protocol: Protocol
+    encoding: Encoding
+    samples_per_shard: int = 1000
+    workers: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples_per_shard < 1:
+            raise ValueError(f"samples per shard must be >= 1, got {self.samples_per_shard}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    split: str
+    number: int
+    names: tuple[str, ...]
+
+    @property
+    def tar(self) -> str:
+        """Path of the tar relative to the output folder."""
+        return f"{self.split}/{self.split}-{self.number:06d}.tar"
+
+    @property
+    def record(self) -> str:
+        return f"{PROGRESS_DIR}/{self.split}-{self.number:06d}.json"
+
+
+@dataclass(frozen=True)
+class Plan:
+    shards: list[ShardPlan]
+    listed: dict[str, int]
+    missing: int
+    unlisted: int
+
+
+def plan_shards(
+    partition: dict[str, list[str]], present: set[str], seed: int, samples_per_shard: int
+) -> Plan:
+    """Shuffle each split's present images with the seed and cut them into shards.
+
+    DALI and webdataset only shuffle within a small buffer, so the global shuffle has to be
+    in the shards themselves. Sorting first makes the order independent of how the
+    file system lists the folder.
+    """
+    shards: list[ShardPlan] = []
+    listed_all: set[str] = set()
+    missing = 0
+    for split in SPLITS:
+        listed = partition[split]
+        listed_all.update(listed)
+        names = sorted(name for name in listed if name in present)
+        missing += len(listed) - len(names)
+        random.Random(f"{seed}/{split}").shuffle(names)
+        for number, start in enumerate(range(0, len(names), samples_per_shard)):
+            shards.append(ShardPlan(split, number, tuple(names[start : start + samples_per_shard])))
+    return Plan(
+        shards=shards,
+        listed={split: len(partition[split]) for split in SPLITS},
+        missing=missing,
+        unlisted=len(present - listed_all),
+    )
+
+
+def job_fingerprint(job: ShardJob, plan: Plan) -> dict[str, object]:
+    """Everything that decides the bytes of the shards; a resumed run must match it."""
+    names = hashlib.sha256()
+    for shard in plan.shards:
+        names.update(f"{shard.tar}:{','.join(shard.names)}\n".encode())
+    fingerprint = {
+        "protocol": asdict(job.protocol),
+        "encoding": asdict(job.encoding),
+        "seed": job.seed,
+        "samples_per_shard": job.samples_per_shard,
+        "plan_sha256": names.hexdigest(),
+        "pil": pillow_flavour(),
+    }
+    return json.loads(json.dumps(fingerprint))  # as it reads back from job.json (lists, not tuples)
+
+
+# ---- worker side -------------------------------------------------------------------------
+
+_worker: dict[str, object] = {}
+
+
+def _init_worker(source: ImageSource, protocol: Protocol, encoding: Encoding) -> None:
+    _worker.update(source=source, protocol=protocol, encoding=encoding)
+
+
+def _process(name: str) -> tuple[str, SampleResult | str]:
+    """Make one sample; any failure becomes a reason string, so no image can end the job."""
+    source: ImageSource = _worker["source"]  # type: ignore[assignment]
+    try:
+        data = source.read(name)
+        return name, make_sample(data, _worker["protocol"], _worker["encoding"])  # type: ignore[arg-type]
+    except RejectedImage as exc:
+        return name, str(exc)
+    except OSError as exc:
+        return name, f"unreadable: {exc}"
+    except Exception as exc:  # noqa: BLE001 - one bad file must not end a long job
+        return name, f"unexpected error: {type(exc).__name__}: {exc}"
+
+
+def _results(
+    job: ShardJob, source: ImageSource, names: list[str]
+) -> Iterator[tuple[str, SampleResult | str]]:
+    """Results in the order of `names`, from a pool of workers (or in-process for one)."""
+    args = (source, job.protocol, job.encoding)
+    if job.workers == 1:
+        _init_worker(*args)
+        yield from map(_process, names)
+        return
+    context = multiprocessing.get_context("fork")
+    with context.Pool(job.workers, initializer=_init_worker, initargs=args) as pool:
+        yield from pool.imap(_process, names, chunksize=8)
+
+
+# ---- main side ---------------------------------------------------------------------------
+
+
+def _shard_is_complete(out: Path, shard: ShardPlan) -> dict | None:
+    """The shard's record if the shard and its index are in place and match it, else None."""
+    try:
+        record = json.loads((out / shard.record).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("samples") == 0:
+        return record  # every image of the shard was rejected: no files to check
+    tar_path = out / shard.tar
+    if not (tar_path.is_file() and index_path_for(tar_path).is_file()):
+        return None
+    if record.get("sha256") != sha256_file(tar_path):
+        return None
+    return record
+
+
+def _check_or_write_job_record(out: Path, fingerprint: dict[str, object]) -> None:
+    path = out / PROGRESS_DIR / JOB_RECORD
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            previous = None
+        if previous is not None and previous != fingerprint:
+            changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
+            raise CelebAError(
+                f"{out}: holds shards made with other settings ({', '.join(changed)} differ); "
+                "use another --out or delete that folder"
+            )
+    write_json(path, fingerprint)
+
+
+def _remove_temporaries(out: Path) -> int:
+    leftovers = list(out.rglob(f"*{TMP_SUFFIX}"))
+    for path in leftovers:
+        path.unlink()
+    return len(leftovers)
+
+
+def run_shard_job(job: ShardJob, progress: bool = True) -> dict:
+    """Run (or finish) the job and return the manifest that it wrote."""
+    warn_if_plain_pillow()
+    source = ImageSource.open(job.celeba_root)
+    partition = read_partition(job.celeba_root / PARTITION_FILE)
+    present = source.names()
+    plan = plan_shards(partition, present, job.seed, job.samples_per_shard)
+    for shard in plan.shards:
+        for name in shard.names:
+            sample_key(name)  # bad names stop the job before any work
+
+    job.out.mkdir(parents=True, exist_ok=True)
+    _check_or_write_job_record(job.out, job_fingerprint(job, plan))
+    if removed := _remove_temporaries(job.out):
+        log.info("removed %d temporary files left by an interrupted run", removed)
+
+    records: dict[str, dict] = {}
+    pending: list[ShardPlan] = []
+    for shard in plan.shards:
+        record = _shard_is_complete(job.out, shard)
+        if record is None:
+            pending.append(shard)
+        else:
+            records[shard.tar] = record
+    if records:
+        log.info("resuming: %d of %d shards already complete", len(records), len(plan.shards))
+
+    names = [name for shard in pending for name in shard.names]
+    started = time.perf_counter()
+    warnings_shown = 0
+    with tqdm(
+        total=len(names), unit="img", desc="shard", disable=not progress, mininterval=1
+    ) as bar:
+        results = _results(job, source, names)
+        for shard in pending:
+            rejected: list[dict[str, str]] = []
+            converted: Counter[str] = Counter()
+            with ShardWriter(job.out / shard.tar) as writer:
+                for expected in shard.names:
+                    name, result = next(results)
+                    assert name == expected, "results must come in plan order"
+                    if isinstance(result, str):
+                        rejected.append({"file": source.display_name(name), "reason": result})
+                        warnings_shown += 1
+                        if warnings_shown <= MAX_WARNING_LINES:
+                            bar.write(f"warning: skipped {source.display_name(name)}: {result}")
+                        elif warnings_shown == MAX_WARNING_LINES + 1:
+                            bar.write("warning: more images skipped; the manifest lists them all")
+                    else:
+                        writer.add(sample_key(name), result.components)
+                        if result.converted_from:
+                            converted[result.converted_from] += 1
+                    bar.update(1)
+                if writer.samples:
+                    digest = writer.close()
+                else:  # nothing to write: readers reject empty tars
+                    writer.abort()
+                    digest = None
+            record = {
+                "tar": shard.tar,
+                "index": index_path_for(Path(shard.tar)).as_posix(),
+                "samples": writer.samples,
+                "sha256": digest,
+                "rejected": rejected,
+                "converted": dict(converted),
+            }
+            write_json(job.out / shard.record, record)
+            records[shard.tar] = record
+    elapsed = time.perf_counter() - started
+
+    manifest = build_manifest(
+        job=job,
+        plan=plan,
+        records=[records[shard.tar] for shard in plan.shards],
+        components=component_names(job.protocol, job.encoding),
+        synthetic=source.synthetic,
+        source_description=source.location.name,
+    )
+    write_json(job.out / MANIFEST_NAME, manifest)
+    rate = len(names) / elapsed if elapsed > 0 and names else 0.0
+    summary = (
+        f"srgan-preprocess: {len(names)} images processed in {elapsed:.1f} s "
+        f"({rate:.0f} images/s), "
+        f"{manifest['images']['written']} samples in {len(plan.shards)} shards, "
+        f"{len(manifest['rejected'])} rejected, {manifest['missing']} missing "
+        f"-> {job.out / MANIFEST_NAME}"
+    )
+    print(summary, flush=True)
+    return manifest

@@ -1,0 +1,144 @@
+"""Deterministic WebDataset tar shards with a DALI index file beside each.
+
+Tar headers are plain ustar with fixed metadata (mtime 0, uid/gid 0, mode 0444, no PAX
+records), so the same samples always give the same bytes, and DALI's index offsets can be
+taken straight from the headers that were written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from preprocess.atomic import atomic_open, tmp_path
+
+# DALI's webdataset index format, as written by its `wds2idx` tool: a header line with the
+# version and the sample count, then one line per sample with, for each component,
+# "<extension> <offset of its data> <size> <member name>" (the data follows its 512-byte
+# header). The tool refuses empty tars, so a shard must hold at least one sample.
+DALI_INDEX_VERSION = "v1.2"
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    header_offset: int
+    data_offset: int
+    size: int
+
+    @property
+    def key(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def extension(self) -> str:
+        return self.name.split(".", 1)[1]
+
+
+@dataclass
+class ShardWriter:
+    """Writes one shard to a temporary name; `close()` renames tar and index into place.
+
+    Usable as a context manager: leaving it by an exception removes the temporary files,
+    so an interrupted job never leaves a partial shard under the final name.
+    """
+
+    tar_path: Path
+    members: list[Member] = field(default_factory=list)
+    samples: int = 0
+
+    def __post_init__(self) -> None:
+        self._tmp = tmp_path(self.tar_path)
+        self._tmp.parent.mkdir(parents=True, exist_ok=True)
+        # Closed by close() or abort(); the writer itself is the context manager.
+        self._tar = tarfile.open(self._tmp, mode="w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
+
+    @property
+    def index_path(self) -> Path:
+        return index_path_for(self.tar_path)
+
+    def add(self, key: str, components: dict[str, bytes]) -> None:
+        """Add one sample; components are written in sorted order of their names."""
+        if "." in key or "/" in key or not key:
+            raise ValueError(f"sample key {key!r} must be non-empty without dots or slashes")
+        for ext in sorted(components):
+            data = components[ext]
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o444
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            header_offset = self._tar.offset
+            self._tar.addfile(info, io.BytesIO(data))
+            # addfile stores a copy of `info` without offsets; the data is the last padded
+            # block run before the new end of the archive.
+            padded = -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            data_offset = self._tar.offset - padded
+            self.members.append(Member(info.name, header_offset, data_offset, info.size))
+        self.samples += 1
+
+    def close(self) -> str:
+        """Finish the tar and its index and move both into place; return the tar's sha256."""
+        if not self.samples:
+            raise ValueError(f"{self.tar_path}: a shard needs at least one sample")
+        self._tar.close()
+        with open(self._tmp, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        with atomic_open(self.index_path, "w") as handle:
+            handle.write(format_dali_index(self.members))
+        self._tmp.replace(self.tar_path)
+        return digest
+
+    def abort(self) -> None:
+        self._tar.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def index_path_for(tar_path: Path) -> Path:
+    return tar_path.with_suffix(".idx")
+
+
+def group_samples(members: list[Member]) -> list[list[Member]]:
+    """Consecutive members with the same key form one sample, as both readers see it."""
+    samples: list[list[Member]] = []
+    for member in members:
+        if samples and samples[-1][0].key == member.key:
+            samples[-1].append(member)
+        else:
+            samples.append([member])
+    return samples
+
+
+def format_dali_index(members: list[Member]) -> str:
+    samples = group_samples(members)
+    lines = [f"{DALI_INDEX_VERSION} {len(samples)}"]
+    for sample in samples:
+        parts = [f"{m.extension} {m.data_offset} {m.size} {m.name}" for m in sample]
+        lines.append(" ".join(parts))
+    return "\n".join(lines) + "\n"
+
+
+def read_tar_members(tar_path: Path) -> list[Member]:
+    """The regular-file members of a tar with their offsets, as `tarfile` reads them."""
+    with tarfile.open(tar_path, mode="r:") as tar:
+        return [
+            Member(info.name, info.offset, info.offset_data, info.size)
+            for info in tar.getmembers()
+            if info.isfile()
+        ]
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -1,0 +1,55 @@
+"""Shared fixtures: small CelebA roots built from the real sample in ../shared/data/celeba."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_CELEBA = PROJECT_ROOT.parent / "shared" / "data" / "celeba"
+
+
+def shared_celeba() -> Path:
+    """The real CelebA sample; a test that needs it fails (never skips) when it is absent."""
+    if not (SHARED_CELEBA / "img_align_celeba").is_dir():
+        pytest.fail(
+            f"real CelebA sample not found at {SHARED_CELEBA}: these tests need ../shared beside "
+            "the project (see ../shared/data/README.md)"
+        )
+    return SHARED_CELEBA
+
+
+def make_subset_root(target: Path, per_split: dict[str, int], seed: int = 0) -> Path:
+    """A CelebA root with a few real images per split (symlinked) and the official partition.
+
+    The official partition file lists all 202,599 images, so everything not linked counts as
+    missing, exactly as with a partial download.
+    """
+    source = shared_celeba()
+    codes = {"train": "0", "val": "1", "test": "2"}
+    by_split: dict[str, list[str]] = {s: [] for s in codes}
+    present = {p.name for p in (source / "img_align_celeba").iterdir()}
+    for line in (source / "list_eval_partition.txt").read_text().split("\n"):
+        if line.strip():
+            name, code = line.split()
+            if name in present:
+                split = next(s for s, c in codes.items() if c == code)
+                by_split[split].append(name)
+    images = target / "img_align_celeba"
+    images.mkdir(parents=True)
+    rng = random.Random(seed)
+    for split, count in per_split.items():
+        for name in rng.sample(sorted(by_split[split]), count):
+            (images / name).symlink_to(source / "img_align_celeba" / name)
+    (target / "list_eval_partition.txt").symlink_to(source / "list_eval_partition.txt")
+    return target
+
+
+@pytest.fixture(scope="session")
+def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 train, 12 val, 8 test real faces."""
+    return make_subset_root(
+        tmp_path_factory.mktemp("celeba-small"), {"train": 40, "val": 12, "test": 8}
+    )

@@ -1,0 +1,277 @@
+"""`srgan-preprocess shard` end to end on real CelebA faces."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import make_subset_root, shared_celeba
+from helpers import PROJECT_ROOT, preprocess_cmd, run_preprocess, tree_bytes
+from PIL import Image
+
+from preprocess.shards import read_tar_members
+from preprocess.verify import parse_dali_index
+
+TOTAL_LISTED = 202_599
+
+
+def shard(root: Path, out: Path, *extra: str) -> dict:
+    run_preprocess("shard", "--celeba-root", root, "--out", out, "--no-progress", *extra)
+    return json.loads((out / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def seed_out(small_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("seed-out")
+    shard(small_root, out, "--samples-per-shard", "16", "--workers", "2")
+    return out
+
+
+def test_manifest_describes_the_output(seed_out: Path):
+    manifest = json.loads((seed_out / "manifest.json").read_text())
+    assert manifest["preset"] == "seed" and manifest["synthetic"] is False
+    assert (manifest["crop"], manifest["hr_size"], manifest["scales"]) == (144, 256, [4, 8])
+    assert manifest["lr_sizes"] == {"4": 64, "8": 32}
+    assert (manifest["codec"], manifest["jpeg_quality"]) == ("jpeg", 95)
+    assert manifest["components"] == {"hr": "hr.jpg", "x4": "x4.jpg", "x8": "x8.jpg"}
+    assert {s: v["samples"] for s, v in manifest["splits"].items()} == {
+        "train": 40,
+        "val": 12,
+        "test": 8,
+    }
+    # 40 train in shards of 16: 16 + 16 + 8.
+    assert [s["samples"] for s in manifest["splits"]["train"]["shards"]] == [16, 16, 8]
+    assert manifest["missing"] == TOTAL_LISTED - 60
+    assert manifest["rejected"] == [] and manifest["images"]["written"] == 60
+    for split in manifest["splits"].values():
+        for entry in split["shards"]:
+            assert (seed_out / entry["tar"]).is_file() and (seed_out / entry["index"]).is_file()
+
+
+def test_tar_headers_are_plain_and_deterministic(seed_out: Path):
+    for tar_path in sorted(seed_out.glob("*/*.tar")):
+        with tarfile.open(tar_path) as tar:
+            assert tar.pax_headers == {}
+            for member in tar.getmembers():
+                assert member.isfile() and member.pax_headers == {}
+                assert (member.mtime, member.uid, member.gid, member.mode) == (0, 0, 0, 0o444)
+                assert member.name.count(".") == 2  # key.role.ext, key without dots
+        header = tar_path.read_bytes()[257:263]
+        assert header == b"ustar\x00"
+
+
+def test_index_offsets_match_tarfile_and_dali_tool(seed_out: Path, tmp_path: Path):
+    for tar_path in sorted(seed_out.glob("*/*.tar")):
+        idx_path = tar_path.with_suffix(".idx")
+        indexed = [m for s in parse_dali_index(idx_path.read_text(), idx_path) for m in s]
+        members = read_tar_members(tar_path)
+        assert [(m.name, m.data_offset, m.size) for m in indexed] == [
+            (m.name, m.data_offset, m.size) for m in members
+        ]
+        data = tar_path.read_bytes()
+        with tarfile.open(tar_path) as tar:
+            for m in indexed[:5]:
+                assert (
+                    data[m.data_offset : m.data_offset + m.size] == tar.extractfile(m.name).read()
+                )
+        # DALI's own indexer (wds2idx, installed with DALI) writes the very same file.
+        reference = tmp_path / "reference.idx"
+        wds2idx = Path(sys.executable).with_name("wds2idx")
+        subprocess.run(
+            [str(wds2idx), str(tar_path), str(reference)], check=True, capture_output=True
+        )
+        assert reference.read_bytes() == idx_path.read_bytes()
+
+
+def test_samples_are_shuffled_and_cover_each_split(seed_out: Path, small_root: Path):
+    manifest = json.loads((seed_out / "manifest.json").read_text())
+    partition = dict(
+        line.split()
+        for line in (small_root / "list_eval_partition.txt").read_text().split("\n")
+        if line.strip()
+    )
+    present = {p.name.split(".")[0] for p in (small_root / "img_align_celeba").iterdir()}
+    codes = {"train": "0", "val": "1", "test": "2"}
+    for split, info in manifest["splits"].items():
+        keys = [
+            m.key for entry in info["shards"] for m in read_tar_members(seed_out / entry["tar"])
+        ][::3]
+        assert len(keys) == len(set(keys)) == info["samples"]
+        assert set(keys) == {k for k in present if partition[f"{k}.jpg"] == codes[split]}
+        if len(keys) > 5:
+            assert keys != sorted(keys)
+
+
+def test_same_input_gives_byte_identical_shards(seed_out: Path, small_root: Path, tmp_path):
+    # Another run, in-process worker instead of a pool: the bytes must not depend on it.
+    again = tmp_path / "again"
+    shard(small_root, again, "--samples-per-shard", "16", "--workers", "1")
+    assert tree_bytes(again) == tree_bytes(seed_out)
+    other_seed = tmp_path / "other-seed"
+    shard(small_root, other_seed, "--samples-per-shard", "16", "--seed", "1")
+    assert (
+        tree_bytes(other_seed)["train/train-000000.tar"]
+        != tree_bytes(seed_out)["train/train-000000.tar"]
+    )
+
+
+def test_zip_download_gives_the_same_shards(seed_out: Path, small_root: Path, tmp_path):
+    root = tmp_path / "zipped"
+    root.mkdir()
+    with zipfile.ZipFile(root / "img_align_celeba.zip", "w") as archive:
+        for image in sorted((small_root / "img_align_celeba").iterdir()):
+            archive.write(image, f"img_align_celeba/{image.name}")
+    shutil.copy(small_root / "list_eval_partition.txt", root / "list_eval_partition.txt")
+    out = tmp_path / "out"
+    manifest = shard(root, out, "--samples-per-shard", "16", "--workers", "2")
+    assert manifest["source"] == "img_align_celeba.zip"
+    produced, reference = tree_bytes(out), tree_bytes(seed_out)
+    assert {k: v for k, v in produced.items() if k.endswith((".tar", ".idx"))} == {
+        k: v for k, v in reference.items() if k.endswith((".tar", ".idx"))
+    }
+
+
+def test_faces128_preset_and_png_codec(small_root: Path, tmp_path: Path):
+    manifest = shard(
+        small_root, tmp_path / "out", "--preset", "faces128", "--codec", "png", "--scales", "4"
+    )
+    assert (manifest["crop"], manifest["hr_size"], manifest["lr_sizes"]) == (178, 128, {"4": 32})
+    assert manifest["components"] == {"hr": "hr.png", "x4": "x4.png"}
+    tar_path = tmp_path / "out" / manifest["splits"]["val"]["shards"][0]["tar"]
+    with tarfile.open(tar_path) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".x4.png"))
+        image = Image.open(tar.extractfile(member))
+        assert image.format == "PNG" and image.size == (32, 32)
+
+
+def test_bad_files_are_skipped_counted_and_never_fatal(tmp_path: Path):
+    real = shared_celeba() / "img_align_celeba"
+    root = tmp_path / "root"
+    images = root / "img_align_celeba"
+    images.mkdir(parents=True)
+    good = ["000001.jpg", "000002.jpg", "000003.jpg"]
+    for name in good:
+        shutil.copy(real / name, images / name)
+    face = Image.open(real / "000001.jpg")
+    (images / "000010.jpg").write_bytes(b"")
+    (images / "000011.jpg").write_bytes((real / "000002.jpg").read_bytes()[:3000])
+    (images / "000012.jpg").write_text("<html>not an image</html>")
+    face.resize((90, 110)).save(images / "000013.jpg")
+    face.convert("L").save(images / "000014.jpg")
+    face.convert("CMYK").save(images / "000015.jpg")
+    listed = [*good, *(f"0000{i}.jpg" for i in range(10, 16)), "000099.jpg"]  # last one absent
+    (root / "list_eval_partition.txt").write_text("\n".join(f"{n} 0" for n in listed))
+
+    out = tmp_path / "out"
+    result = run_preprocess("shard", "--celeba-root", root, "--out", out, "--no-progress")
+    manifest = json.loads((out / "manifest.json").read_text())
+    reasons = {item["file"]: item["reason"] for item in manifest["rejected"]}
+    assert reasons == {
+        "img_align_celeba/000010.jpg": "empty file",
+        "img_align_celeba/000011.jpg": reasons["img_align_celeba/000011.jpg"],
+        "img_align_celeba/000012.jpg": "not an image (no known image format)",
+        "img_align_celeba/000013.jpg": "too small: 90x110, the crop needs 144x144",
+    }
+    assert reasons["img_align_celeba/000011.jpg"].startswith("corrupt or truncated image")
+    assert manifest["images"]["converted"] == {"CMYK": 1, "L": 1}
+    assert manifest["splits"]["train"]["samples"] == 5
+    assert manifest["missing"] == 1
+    for name in ("000010.jpg", "000011.jpg", "000012.jpg", "000013.jpg"):
+        assert f"warning: skipped img_align_celeba/{name}:" in result.stdout + result.stderr
+
+
+def test_missing_inputs_fail_before_any_work(tmp_path: Path, small_root: Path):
+    out = tmp_path / "out"
+    result = run_preprocess(
+        "shard", "--celeba-root", tmp_path / "absent", "--out", out, check=False
+    )
+    assert result.returncode == 2
+    assert "absent: CelebA root not found" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+    root = tmp_path / "no-partition"
+    (root / "img_align_celeba").mkdir(parents=True)
+    result = run_preprocess("shard", "--celeba-root", root, "--out", out, check=False)
+    assert result.returncode == 2
+    assert "list_eval_partition.txt: partition file not found" in result.stderr
+    assert not out.exists()
+
+
+def test_other_settings_on_the_same_output_are_refused(seed_out: Path, small_root: Path, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(seed_out, out)
+    same = ["shard", "--celeba-root", small_root, "--out", out, "--samples-per-shard", "16"]
+    result = run_preprocess(*same, "--hr-size", "128", check=False)
+    assert result.returncode == 2
+    assert "holds shards made with other settings (protocol differ)" in result.stderr
+    result = run_preprocess(*same, "--seed", "7", check=False)
+    assert "holds shards made with other settings (plan_sha256, seed differ)" in result.stderr
+    # The same settings again: nothing to redo, the same manifest.
+    result = run_preprocess(*same, "--no-progress")
+    assert "resuming: 5 of 5 shards already complete" in result.stderr
+    assert tree_bytes(out) == tree_bytes(seed_out)
+
+
+def test_rerun_after_a_kill_finishes_without_redoing_complete_shards(tmp_path: Path):
+    root = make_subset_root(tmp_path / "root", {"train": 160, "val": 20, "test": 20}, seed=3)
+    args = [
+        "shard",
+        "--celeba-root",
+        root,
+        "--samples-per-shard",
+        "10",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
+    reference = tmp_path / "reference"
+    run_preprocess(*args, "--out", reference)
+
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        preprocess_cmd(*args, "--out", out),
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while len(list((out / ".progress").glob("train-*.json"))) < 3:
+        assert process.poll() is None, "the job finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "manifest.json").exists()
+    done = {p: p.stat().st_mtime_ns for p in out.glob("train/*.tar")}
+    assert 3 <= len(done) < 20
+
+    result = run_preprocess(*args, "--out", out)
+    assert f"resuming: {len(done)} of 20 shards already complete" in result.stderr
+    for path, mtime in done.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path.name} was written again"
+    assert tree_bytes(out) == tree_bytes(reference)
+    assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_whole_shared_sample_with_verify(tmp_path: Path):
+    out = tmp_path / "out"
+    manifest = shard(shared_celeba(), out, "--preset", "faces128")
+    assert {s: v["samples"] for s, v in manifest["splits"].items()} == {
+        "train": 4657,
+        "val": 780,
+        "test": 659,
+    }
+    assert manifest["missing"] == TOTAL_LISTED - 6096 and manifest["rejected"] == []
+    result = run_preprocess("verify", out)
+    assert "DALI agree with the manifest" in result.stdout
