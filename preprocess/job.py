@@ -274,6 +274,7 @@ def run_shard_job(job: ShardJob, progress: bool = True) -> dict:
                 "tar": shard.tar,
                 "index": index_path_for(Path(shard.tar)).as_posix(),
                 "samples": writer.samples,
+                "bytes": (job.out / shard.tar).stat().st_size if digest else 0,
                 "sha256": digest,
                 "rejected": rejected,
                 "converted": dict(converted),

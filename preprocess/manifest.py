@@ -39,7 +39,7 @@ def build_manifest(
     splits: dict[str, Any] = {}
     for split in SPLITS:
         shards = [
-            {k: r[k] for k in ("tar", "index", "samples", "sha256")}
+            {k: r[k] for k in ("tar", "index", "samples", "bytes", "sha256")}
             for r in records
             if r["tar"].startswith(f"{split}/") and r["samples"] > 0
         ]

@@ -129,6 +129,54 @@ def format_dali_index(members: list[Member]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parse_dali_index(text: str, source: Path) -> list[list[Member]]:
+    """Samples of a DALI index file, each a list of components (data offsets)."""
+    lines = text.splitlines()
+    header = lines[0].split() if lines else []
+    if len(header) != 2 or header[0] != DALI_INDEX_VERSION or not header[1].isdigit():
+        raise ValueError(f"{source}: not a v1.2 DALI index (first line {lines[:1]!r})")
+    samples = []
+    for line_no, line in enumerate(lines[1:], start=2):
+        fields = line.split()
+        if not fields or len(fields) % 4:
+            raise ValueError(f"{source}:{line_no}: expected groups of 'ext offset size name'")
+        sample = []
+        for i in range(0, len(fields), 4):
+            _ext, offset, size, name = fields[i : i + 4]
+            sample.append(Member(name, int(offset) - tarfile.BLOCKSIZE, int(offset), int(size)))
+        samples.append(sample)
+    if len(samples) != int(header[1]):
+        raise ValueError(f"{source}: header says {header[1]} samples, index has {len(samples)}")
+    return samples
+
+
+def index_mismatch(tar_path: Path, samples: list[list[Member]]) -> str | None:
+    """Where an index disagrees with its tar, judged from the tar headers it points at.
+
+    Reads one 512-byte header per component instead of the whole tar, so every shard can be
+    checked before training starts; returns None when all agree.
+    """
+    size = tar_path.stat().st_size
+    with open(tar_path, "rb") as handle:
+        for number, sample in enumerate(samples):
+            for member in sample:
+                if member.header_offset < 0 or member.data_offset + member.size > size:
+                    return f"sample {number} ({member.name}) lies beyond the end of the tar"
+                handle.seek(member.header_offset)
+                try:
+                    header = tarfile.TarInfo.frombuf(
+                        handle.read(tarfile.BLOCKSIZE), tarfile.ENCODING, "surrogateescape"
+                    )
+                except tarfile.HeaderError:
+                    return f"sample {number} ({member.name}): no tar header where the index points"
+                if header.name != member.name or header.size != member.size:
+                    return (
+                        f"sample {number}: index says {member.name} ({member.size} bytes), "
+                        f"the tar has {header.name} ({header.size} bytes) there"
+                    )
+    return None
+
+
 def read_tar_members(tar_path: Path) -> list[Member]:
     """The regular-file members of a tar with their offsets, as `tarfile` reads them."""
     with tarfile.open(tar_path, mode="r:") as tar:

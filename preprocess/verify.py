@@ -15,30 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from preprocess.manifest import load_manifest
-from preprocess.shards import Member, group_samples, index_path_for, read_tar_members, sha256_file
+from preprocess.shards import (
+    group_samples,
+    index_path_for,
+    parse_dali_index,
+    read_tar_members,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
-
-
-def parse_dali_index(text: str, source: Path) -> list[list[Member]]:
-    """Samples of a DALI index file, each a list of components (data offsets)."""
-    lines = text.splitlines()
-    header = lines[0].split() if lines else []
-    if len(header) != 2 or header[0] != "v1.2" or not header[1].isdigit():
-        raise ValueError(f"{source}: not a v1.2 DALI index (first line {lines[:1]!r})")
-    samples = []
-    for line_no, line in enumerate(lines[1:], start=2):
-        fields = line.split()
-        if not fields or len(fields) % 4:
-            raise ValueError(f"{source}:{line_no}: expected groups of 'ext offset size name'")
-        sample = []
-        for i in range(0, len(fields), 4):
-            _ext, offset, size, name = fields[i : i + 4]
-            sample.append(Member(name, int(offset) - 512, int(offset), int(size)))
-        samples.append(sample)
-    if len(samples) != int(header[1]):
-        raise ValueError(f"{source}: header says {header[1]} samples, index has {len(samples)}")
-    return samples
 
 
 def check_shard_files(out: Path, shard: dict[str, Any], components: set[str]) -> list[str]:
@@ -51,6 +36,8 @@ def check_shard_files(out: Path, shard: dict[str, Any], components: set[str]) ->
     if not idx_path.is_file():
         return [f"{name}: index file {idx_path.name} missing"]
     problems = []
+    if tar_path.stat().st_size != shard["bytes"]:
+        problems.append(f"{name}: {tar_path.stat().st_size} bytes, manifest says {shard['bytes']}")
     if sha256_file(tar_path) != shard["sha256"]:
         problems.append(f"{name}: sha256 differs from the manifest")
     try:

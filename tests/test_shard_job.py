@@ -18,8 +18,7 @@ from conftest import make_subset_root, shared_celeba
 from helpers import PROJECT_ROOT, preprocess_cmd, run_preprocess, tree_bytes
 from PIL import Image
 
-from preprocess.shards import read_tar_members
-from preprocess.verify import parse_dali_index
+from preprocess.shards import parse_dali_index, read_tar_members
 
 TOTAL_LISTED = 202_599
 
