@@ -1,0 +1,81 @@
+"""Loader throughput: images/s of each loader on the same shards, side by side in one run.
+
+    python bench/loader.py --data OUT [--scale 4|8] [--batch-size N] [--seconds S]
+
+Rows: DALI in CPU-only mode, the reference loader (webdataset + DataLoader), and DALI with
+GPU decoding when CUDA is present; each at 1 thread/worker and at all cores. Each row runs
+whole epochs (training settings: shuffle and flip on) for at least --seconds after a warm-up
+batch, and counts the images that reached the caller as tensors on the training device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+# bench/preprocess.py would shadow the `preprocess` package: keep this folder off the path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
+import torch  # noqa: E402
+
+from pipeline.data import LoaderConfig, build_loader  # noqa: E402
+from pipeline.distributed import ProcessPlace  # noqa: E402
+
+
+def measure(cfg: LoaderConfig, seconds: float) -> float:
+    loader = build_loader(cfg, ProcessPlace())
+    iterator = iter(loader)
+    next(iterator)  # warm-up: pipeline build, first prefetch
+    images, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for batch in iterator:
+            if batch.hr.is_cuda:
+                torch.cuda.synchronize()
+            images += batch.hr.shape[0]
+            if time.perf_counter() - start >= seconds:
+                break
+        else:
+            iterator = iter(loader)  # next epoch
+    return images / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="srgan-preprocess output")
+    parser.add_argument("--scale", type=int, default=4, choices=[4, 8])
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    rows = []
+    setups = [("DALI", "cpu"), ("reference", "cpu")]
+    if torch.cuda.is_available():
+        setups.append(("DALI", "gpu"))
+    for name, device in setups:
+        for threads in sorted({1, cores}):
+            cfg = LoaderConfig(
+                data=args.data,
+                split=args.split,
+                scale=args.scale,
+                batch_size=args.batch_size,
+                backend="dali" if name == "DALI" else "reference",
+                decode_device=device,
+                threads=threads,
+            )
+            rows.append((name, device, threads, measure(cfg, args.seconds)))
+    baseline = next(r[3] for r in rows if r[0] == "reference" and r[2] == cores)
+    print(
+        f"\n{args.data} {args.split}, scale {args.scale}, batch {args.batch_size}, "
+        f"{cores} CPU cores, {torch.__version__}"
+    )
+    print("| loader | decode | CPU threads | images/s | vs reference |\n|---|---|---|---|---|")
+    for name, device, threads, rate in rows:
+        print(f"| {name} | {device} | {threads} | {rate:.0f} | {rate / baseline:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

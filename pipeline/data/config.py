@@ -1,0 +1,85 @@
+"""The loader's settings and what it yields."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, Protocol
+
+import torch
+
+Backend = Literal["auto", "dali", "reference"]
+DecodeDevice = Literal["auto", "gpu", "cpu"]
+
+
+class Batch(NamedTuple):
+    """lr: N x 3 x h x w in [0, 1]; hr: N x 3 x H x W in [-1, 1] (as in Ledig et al.).
+
+    keys: the CelebA ids of the samples, only when the loader was asked for them.
+    """
+
+    lr: torch.Tensor
+    hr: torch.Tensor
+    keys: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """How one split is read. `batch_size` is per process.
+
+    shuffle/flip: on for training, off for evaluation. initial_fill: the shuffle buffer per
+    process (DALI shuffles within it; shards are shuffled globally at preprocessing).
+    threads: DALI CPU threads, or the reference loader's worker processes.
+    """
+
+    data: Path
+    split: str = "train"
+    scale: int = 4
+    batch_size: int = 16
+    shuffle: bool = True
+    flip: bool = True
+    seed: int = 0
+    backend: Backend = "auto"
+    decode_device: DecodeDevice = "auto"
+    threads: int = 2
+    prefetch: int = 2
+    initial_fill: int = 4096
+    with_keys: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.backend not in ("auto", "dali", "reference"):
+            raise ValueError(f"backend must be auto, dali or reference, got {self.backend!r}")
+        if self.decode_device not in ("auto", "gpu", "cpu"):
+            raise ValueError(f"decode device must be auto, gpu or cpu, got {self.decode_device!r}")
+
+
+def batches_per_epoch(samples: int, world_size: int, batch_size: int) -> int:
+    """Full batches that every rank yields per epoch.
+
+    The readers give rank r the samples [N*r/W, N*(r+1)/W), so the shards differ by at most
+    one sample; every rank stops after the full batches of the smallest shard, so DDP never
+    waits on a rank that has run out.
+    """
+    return (samples // world_size) // batch_size
+
+
+def rank_range(samples: int, world_size: int, shard: int) -> tuple[int, int]:
+    """The sample range of one reader shard, as DALI splits a dataset."""
+    return samples * shard // world_size, samples * (shard + 1) // world_size
+
+
+class Loader(Protocol):
+    """What the trainer relies on; DaliLoader and ReferenceLoader both provide it."""
+
+    backend: str
+    device: torch.device
+    epoch: int
+    batch_in_epoch: int
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Batch]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...

@@ -1,0 +1,166 @@
+"""The DALI loader: webdataset shards -> decoded, normalised NCHW batches on the device.
+
+On a GPU machine JPEGs are decoded by nvJPEG (`device="mixed"`) and normalised on the GPU;
+without CUDA the same graph runs in DALI's CPU-only mode (`device_id=None`), which is how CI
+and the tests run it. The reader shards by sample: every rank is given every tar, with
+`shard_id` = global rank and `device_id` = local rank.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from pipeline.data.config import Batch, LoaderConfig, batches_per_epoch
+from pipeline.data.shardset import SplitShards
+from pipeline.distributed import ProcessPlace
+
+log = logging.getLogger(__name__)
+
+READER = "reader"
+# Keys come out of DALI as the bytes of "tar path:offset:member name", padded to this length.
+SOURCE_INFO_BYTES = 1024
+
+
+def use_gpu_decoding(requested: str) -> bool:
+    """'auto' follows CUDA; 'gpu' without CUDA is an error rather than a silent fallback."""
+    available = torch.cuda.is_available()
+    if requested == "gpu" and not available:
+        raise RuntimeError("--decode-device gpu asked for, but CUDA is not available")
+    return available if requested == "auto" else requested == "gpu"
+
+
+def _pipeline(
+    cfg: LoaderConfig, shards: SplitShards, place: ProcessPlace, gpu: bool, checkpoint: str | None
+) -> Any:
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(
+        batch_size=cfg.batch_size,
+        num_threads=cfg.threads,
+        device_id=place.local_rank if gpu else None,
+        prefetch_queue_depth=cfg.prefetch,
+        seed=cfg.seed * 100_003 + place.rank,
+        enable_checkpointing=True,
+    )
+    def sr_pipeline():  # type: ignore[no-untyped-def]
+        hr_bytes, lr_bytes = fn.readers.webdataset(
+            paths=[str(p) for p in shards.tars],
+            index_paths=[str(p) for p in shards.indexes],
+            ext=[shards.hr_component, shards.lr_component],
+            missing_component_behavior="error",
+            shard_id=place.rank,
+            num_shards=place.world_size,
+            random_shuffle=cfg.shuffle,
+            initial_fill=cfg.initial_fill,
+            pad_last_batch=True,
+            name=READER,
+        )
+        decode = "mixed" if gpu else "cpu"
+        hr = fn.decoders.image(hr_bytes, device=decode, output_type=types.RGB)
+        lr = fn.decoders.image(lr_bytes, device=decode, output_type=types.RGB)
+        mirror = fn.random.coin_flip(probability=0.5) if cfg.flip else 0
+        # One coin per sample, applied to both images, so LR and HR stay aligned.
+        lr = fn.crop_mirror_normalize(
+            lr,
+            dtype=types.FLOAT,
+            output_layout="CHW",
+            mean=[0.0] * 3,
+            std=[255.0] * 3,
+            mirror=mirror,
+        )
+        hr = fn.crop_mirror_normalize(
+            hr,
+            dtype=types.FLOAT,
+            output_layout="CHW",
+            mean=[127.5] * 3,
+            std=[127.5] * 3,
+            mirror=mirror,
+        )
+        if not cfg.with_keys:
+            return lr, hr
+        info = fn.get_property(hr_bytes, key="source_info")
+        return lr, hr, fn.pad(info, fill_value=0, axes=0, shape=SOURCE_INFO_BYTES)
+
+    return sr_pipeline(checkpoint=checkpoint) if checkpoint else sr_pipeline()
+
+
+def _key_of(info: torch.Tensor) -> str:
+    text = bytes(info[info > 0].tolist()).decode()
+    return text.rsplit(":", 1)[-1].split(".", 1)[0]
+
+
+class DaliLoader:
+    """Iterating gives one epoch of `len(self)` batches; the next iteration the next epoch."""
+
+    backend = "dali"
+
+    def __init__(self, cfg: LoaderConfig, shards: SplitShards, place: ProcessPlace) -> None:
+        self.cfg, self.shards, self.place = cfg, shards, place
+        self.gpu = use_gpu_decoding(cfg.decode_device)
+        self.device = torch.device(f"cuda:{place.local_rank}" if self.gpu else "cpu")
+        self._batches = batches_per_epoch(shards.samples, place.world_size, cfg.batch_size)
+        if self._batches == 0:
+            raise ValueError(
+                f"{shards.data} {shards.split}: {shards.samples} samples over "
+                f"{place.world_size} processes give no full batch of {cfg.batch_size}"
+            )
+        log.info(
+            "DALI loader on %s: %s split, %d batches of %d per epoch per rank, decode on %s",
+            shards.data,
+            shards.split,
+            self._batches,
+            cfg.batch_size,
+            "GPU (nvJPEG)" if self.gpu else "CPU",
+        )
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self._iterator = self._make_iterator(checkpoint=None)
+
+    def _make_iterator(self, checkpoint: str | None) -> Any:
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+        names = ["lr", "hr", "info"] if self.cfg.with_keys else ["lr", "hr"]
+        pipe = _pipeline(self.cfg, self.shards, self.place, self.gpu, checkpoint)
+        return DALIGenericIterator(
+            [pipe],
+            names,
+            reader_name=READER,
+            last_batch_policy=LastBatchPolicy.DROP,
+            auto_reset=True,
+        )
+
+    def __len__(self) -> int:
+        return self._batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            try:
+                out = next(self._iterator)[0]
+            except StopIteration:
+                break
+            self.batch_in_epoch += 1
+            keys = [_key_of(row) for row in out["info"]] if self.cfg.with_keys else None
+            yield Batch(out["lr"], out["hr"], keys)
+        if self.batch_in_epoch != self._batches:
+            raise RuntimeError(f"DALI gave {self.batch_in_epoch} batches, expected {self._batches}")
+        self.epoch += 1
+        self.batch_in_epoch = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loader is: restoring it gives the batches that would have come next."""
+        return {
+            "backend": self.backend,
+            "epoch": self.epoch,
+            "batch": self.batch_in_epoch,
+            "dali": self._iterator.checkpoints()[0],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("backend") != self.backend:
+            raise ValueError(f"loader state is from the {state.get('backend')} loader, not DALI")
+        self._iterator = self._make_iterator(checkpoint=state["dali"])
+        self.epoch, self.batch_in_epoch = state["epoch"], state["batch"]
