@@ -46,6 +46,7 @@ class LoaderConfig:
     prefetch: int = 2
     initial_fill: int = 4096
     with_keys: bool = False
+    drop_last: bool = True  # training: equal full batches on every rank; eval: every sample
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -56,14 +57,17 @@ class LoaderConfig:
             raise ValueError(f"decode device must be auto, gpu or cpu, got {self.decode_device!r}")
 
 
-def batches_per_epoch(samples: int, world_size: int, batch_size: int) -> int:
-    """Full batches that every rank yields per epoch.
+def batches_per_epoch(
+    samples: int, world_size: int, batch_size: int, drop_last: bool = True
+) -> int:
+    """Batches that every rank yields per epoch (with drop_last, full batches only).
 
     The readers give rank r the samples [N*r/W, N*(r+1)/W), so the shards differ by at most
     one sample; every rank stops after the full batches of the smallest shard, so DDP never
     waits on a rank that has run out.
     """
-    return (samples // world_size) // batch_size
+    per_rank = samples // world_size
+    return per_rank // batch_size if drop_last else -(-per_rank // batch_size)
 
 
 def rank_range(samples: int, world_size: int, shard: int) -> tuple[int, int]:

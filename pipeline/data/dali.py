@@ -102,7 +102,9 @@ class DaliLoader:
         self.cfg, self.shards, self.place = cfg, shards, place
         self.gpu = use_gpu_decoding(cfg.decode_device)
         self.device = torch.device(f"cuda:{place.local_rank}" if self.gpu else "cpu")
-        self._batches = batches_per_epoch(shards.samples, place.world_size, cfg.batch_size)
+        self._batches = batches_per_epoch(
+            shards.samples, place.world_size, cfg.batch_size, cfg.drop_last
+        )
         if self._batches == 0:
             raise ValueError(
                 f"{shards.data} {shards.split}: {shards.samples} samples over "
@@ -125,12 +127,10 @@ class DaliLoader:
 
         names = ["lr", "hr", "info"] if self.cfg.with_keys else ["lr", "hr"]
         pipe = _pipeline(self.cfg, self.shards, self.place, self.gpu, checkpoint)
+        # Training drops the tail so every rank has equal full batches; eval keeps it.
+        policy = LastBatchPolicy.DROP if self.cfg.drop_last else LastBatchPolicy.PARTIAL
         return DALIGenericIterator(
-            [pipe],
-            names,
-            reader_name=READER,
-            last_batch_policy=LastBatchPolicy.DROP,
-            auto_reset=True,
+            [pipe], names, reader_name=READER, last_batch_policy=policy, auto_reset=True
         )
 
     def __len__(self) -> int:

@@ -86,7 +86,9 @@ class _EpochBatches(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         size = self.cfg.batch_size
-        total = batches_per_epoch(self.shards.samples, self.place.world_size, size)
+        total = batches_per_epoch(
+            self.shards.samples, self.place.world_size, size, self.cfg.drop_last
+        )
         samples = self._raw_samples()
         for number in range(total):
             chunk = list(itertools.islice(samples, size))
@@ -126,7 +128,9 @@ class ReferenceLoader:
         self.cfg, self.shards, self.place = cfg, shards, place
         self.device = device or torch.device("cpu")
         self._dataset = _EpochBatches(cfg, shards, place)
-        self._batches = batches_per_epoch(shards.samples, place.world_size, cfg.batch_size)
+        self._batches = batches_per_epoch(
+            shards.samples, place.world_size, cfg.batch_size, cfg.drop_last
+        )
         if self._batches == 0:
             raise ValueError(
                 f"{shards.data} {shards.split}: {shards.samples} samples over "

@@ -1,0 +1,79 @@
+"""SRResNet, the SRGAN generator (Ledig et al. 2017, fig. 4)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class ResidualBlock(nn.Module):
+    """conv-BN-PReLU-conv-BN with an identity skip."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.PReLU(channels),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def icnr_(weight: torch.Tensor, upscale: int) -> None:
+    """ICNR init (Aitken et al. 2017): every sub-pixel of an output pixel starts with the same
+    kernel, so conv + PixelShuffle begins as nearest-neighbour upsampling of a normal conv
+    and makes no checkerboard pattern."""
+    out_channels, in_channels, kh, kw = weight.shape
+    sub = upscale * upscale
+    base = torch.empty(out_channels // sub, in_channels, kh, kw)
+    nn.init.kaiming_normal_(base)
+    with torch.no_grad():
+        # PixelShuffle makes output channel c from input channels c*sub ... c*sub + sub - 1.
+        weight.copy_(base.repeat_interleave(sub, dim=0))
+
+
+class UpsampleStage(nn.Module):
+    """conv to 4C, PixelShuffle x2, PReLU: one doubling, with its own weights."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels * 4, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+        self.act = nn.PReLU(channels)
+        icnr_(self.conv.weight, 2)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.shuffle(self.conv(x)))
+
+
+class SRResNet(nn.Module):
+    """LR in [0, 1] -> SR in the HR range [-1, 1] (no output activation, as in the paper).
+
+    blocks: residual blocks B (paper: 16); channels: feature width (paper: 64).
+    """
+
+    def __init__(self, scale: int, blocks: int = 16, channels: int = 64) -> None:
+        super().__init__()
+        stages = math.log2(scale)
+        if scale < 2 or stages != int(stages):
+            raise ValueError(f"scale must be a power of two >= 2, got {scale}")
+        self.scale = scale
+        self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU(channels))
+        self.body = nn.Sequential(*(ResidualBlock(channels) for _ in range(blocks)))
+        self.body_tail = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels)
+        )
+        self.upsample = nn.Sequential(*(UpsampleStage(channels) for _ in range(int(stages))))
+        self.tail = nn.Conv2d(channels, 3, 9, padding=4)
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        features = self.head(lr)
+        features = features + self.body_tail(self.body(features))
+        return self.tail(self.upsample(features))

@@ -1,0 +1,66 @@
+"""Checkpoints: written atomically, the newest K kept, torn files skipped on resume.
+
+A checkpoint holds everything a resumed run needs to continue as if it had never stopped:
+G, D, optimizers, AMP scaler, step, RNG states, loader position, config and MLflow run id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from preprocess.atomic import tmp_path
+
+log = logging.getLogger(__name__)
+
+PATTERN = re.compile(r"^step-(\d{8})\.pt$")
+
+
+def checkpoint_path(directory: Path, step: int) -> Path:
+    return directory / f"step-{step:08d}.pt"
+
+
+def save_checkpoint(directory: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    """Write `state` for `step` (temp file + fsync + rename), then prune to the newest `keep`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = checkpoint_path(directory, step)
+    tmp = tmp_path(path)
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    for old in list_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoint files, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if PATTERN.match(p.name))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    # weights_only: a checkpoint is data, never code to run.
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def newest_valid_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that loads; torn or corrupt ones are skipped with a warning."""
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            return path, load_checkpoint(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped the same way
+            log.warning("skipping unreadable checkpoint %s: %s", path, exc)
+    return None

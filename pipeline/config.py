@@ -1,0 +1,158 @@
+"""The trainer's configuration: typed dataclasses, one source of defaults.
+
+Precedence: dataclass defaults < a TOML file (`--config`, e.g. configs/x4.toml) < flags. The
+resolved config is saved in every checkpoint and logged to MLflow as params.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Phase = Literal["pretrain", "gan"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+
+
+@dataclass
+class ModelConfig:
+    blocks: int = 16  # residual blocks B of the generator
+    channels: int = 64  # generator width
+    d_channels: int = 64  # discriminator width of its first conv
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    # GAN phase: the paper trains 1e5 steps at 1e-4, then 1e5 at 1e-5: lr drops by
+    # `gan_lr_drop` after this fraction of the steps.
+    gan_lr_drop_at: float = 0.5
+    gan_lr_drop: float = 0.1
+
+
+@dataclass
+class LossConfig:
+    vgg_layer: str = "relu5_4"  # phi_5,4: VGG54
+    vgg_rescale: float = 1.0 / 12.75
+    adversarial_weight: float = 1e-3
+
+
+@dataclass
+class DataConfig:
+    backend: Literal["auto", "dali", "reference"] = "auto"
+    decode_device: Literal["auto", "gpu", "cpu"] = "auto"
+    threads: int = 2
+    prefetch: int = 2
+    initial_fill: int = 4096
+    flip: bool = True
+
+
+@dataclass
+class TrainConfig:
+    data: Path = Path("data/shards")
+    scale: int = 4
+    phase: Phase = "pretrain"
+    steps: int = 100_000
+    batch_size: int = 16  # per process
+    out: Path = Path("runs/train")
+    init: Path | None = None  # generator weights to start from (the GAN phase needs them)
+    resume: str | None = None  # "auto" or a checkpoint path
+    precision: Precision = "auto"  # bf16 where the hardware has it, else fp32
+    compile: bool = False
+    channels_last: bool = False
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    vgg_weights: str | None = None  # a path, "random" (tests only), or None: torch hub cache
+    seed: int = 0
+    deterministic: bool = False
+    log_every: int = 10
+    eval_every: int = 1000
+    eval_batches: int = 0  # 0: the whole val split
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    grid_images: int = 8
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    loader: DataConfig = field(default_factory=DataConfig)
+
+    def validate(self) -> None:
+        if self.scale not in (2, 4, 8):
+            raise ValueError(f"scale must be 2, 4 or 8, got {self.scale}")
+        if self.phase not in ("pretrain", "gan"):
+            raise ValueError(f"phase must be pretrain or gan, got {self.phase!r}")
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
+        for name in (
+            "steps",
+            "batch_size",
+            "log_every",
+            "eval_every",
+            "checkpoint_every",
+            "keep_checkpoints",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return str(value) if isinstance(value, Path) else value
+
+
+def _merge(target: Any, values: dict[str, Any], where: str) -> None:
+    """Set dataclass fields from a (nested) dict, refusing unknown keys."""
+    known = {f.name: f for f in dataclasses.fields(target)}
+    for key, value in values.items():
+        if key not in known:
+            raise ValueError(f"{where}: unknown setting {key!r}")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}: {key} must be a table")
+            _merge(current, value, f"{where}.{key}")
+        elif isinstance(current, Path) or (
+            value is not None and known[key].type in ("Path", "Path | None")
+        ):
+            setattr(target, key, Path(value) if value is not None else None)
+        else:
+            setattr(target, key, value)
+
+
+def from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
+    cfg = TrainConfig()
+    _merge(cfg, values, where)
+    return cfg
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> TrainConfig:
+    """Defaults, then the TOML file, then the overrides (flat keys or dotted 'optim.lr')."""
+    cfg = TrainConfig()
+    if path is not None:
+        if not path.is_file():
+            raise ValueError(f"{path}: config file not found")
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: not valid TOML: {exc}") from None
+        _merge(cfg, values, str(path))
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        *parents, leaf = key.split(".")
+        node = nested
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    _merge(cfg, nested, "flags")
+    cfg.validate()
+    return cfg

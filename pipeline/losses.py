@@ -1,0 +1,36 @@
+"""The SRGAN losses (Ledig et al. 2017, section 2.2)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.archs.vgg import VGGFeatures
+
+# The paper rescales VGG feature maps by 1/12.75 so the VGG loss is of the same order as MSE.
+VGG_RESCALE = 1.0 / 12.75
+
+
+class ContentLoss(nn.Module):
+    """MSE between VGG19 feature maps of SR and HR (VGG54 by default), both rescaled."""
+
+    def __init__(self, vgg: VGGFeatures, rescale: float = VGG_RESCALE) -> None:
+        super().__init__()
+        self.vgg, self.rescale = vgg, rescale
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = self.vgg(hr) * self.rescale
+        return F.mse_loss(self.vgg(sr) * self.rescale, target.to(sr.dtype))
+
+
+def pixel_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """Pixel MSE in the HR range [-1, 1] (the pre-training loss of SRResNet)."""
+    return F.mse_loss(sr.float(), hr.float())
+
+
+def adversarial_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """-log D(x) for real targets, -log(1 - D(x)) for fake ones, on logits (stable in AMP)."""
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float())

@@ -1,0 +1,159 @@
+"""The SRGAN training logic: networks, losses, optimizers and one step of each phase.
+
+Kept apart from the architectures (pipeline/archs) and from the loop (pipeline/train.py).
+Step order under DDP: the generator's adversarial term runs the discriminator's raw module
+(no DDP hooks, its parameters frozen), and the discriminator's own update runs one DDP forward
+and its backward for the real images, then one for the fakes, so no BatchNorm buffer is used
+by two forwards before a backward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from pipeline.archs import Discriminator, SRResNet, VGGFeatures
+from pipeline.archs.sync_bn import sync_batchnorm
+from pipeline.config import TrainConfig
+from pipeline.losses import ContentLoss, adversarial_loss, pixel_loss
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None, "auto": None}
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module under DDP and torch.compile wrappers."""
+    module = getattr(module, "_orig_mod", module)
+    return module.module if isinstance(module, DDP) else module
+
+
+class SRGANModel:
+    """G (and, for the GAN phase, D and the VGG content loss) with their optimizers."""
+
+    def __init__(
+        self, cfg: TrainConfig, hr_size: int, device: torch.device, world_size: int
+    ) -> None:
+        self.cfg, self.device = cfg, device
+        self.gan = cfg.phase == "gan"
+        g: nn.Module = SRResNet(cfg.scale, cfg.model.blocks, cfg.model.channels)
+        d: nn.Module | None = Discriminator(hr_size, cfg.model.d_channels) if self.gan else None
+        if world_size > 1:  # batch statistics over the global batch, as one process would
+            g = sync_batchnorm(g, device)
+            d = sync_batchnorm(d, device) if d is not None else None
+        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.g_raw = g.to(device, memory_format=memory_format)
+        self.d_raw = d.to(device, memory_format=memory_format) if d is not None else None
+        ddp_args: dict[str, Any] = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        self.g = DDP(self.g_raw, **ddp_args) if world_size > 1 else self.g_raw
+        self.d = None
+        if self.d_raw is not None:
+            self.d = DDP(self.d_raw, **ddp_args) if world_size > 1 else self.d_raw
+        if cfg.compile:
+            self.g = torch.compile(self.g)
+            self.d = torch.compile(self.d) if self.d is not None else None
+        self.content = None
+        if self.gan:
+            vgg = VGGFeatures(cfg.vgg_weights, cfg.loss.vgg_layer)
+            self.content = ContentLoss(vgg, cfg.loss.vgg_rescale).to(device)
+        betas = (cfg.optim.beta1, cfg.optim.beta2)
+        self.opt_g = torch.optim.Adam(self.g_raw.parameters(), lr=cfg.optim.lr, betas=betas)
+        self.opt_d = (
+            torch.optim.Adam(self.d_raw.parameters(), lr=cfg.optim.lr, betas=betas)
+            if self.d_raw is not None
+            else None
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        self.memory_format = memory_format
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dtype = AUTOCAST_DTYPES[self.cfg.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def set_lr(self, lr: float) -> None:
+        for opt in (self.opt_g, self.opt_d):
+            if opt is not None:
+                for group in opt.param_groups:
+                    group["lr"] = lr
+
+    def _input(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.device, non_blocking=True).contiguous(
+            memory_format=self.memory_format
+        )
+
+    def train_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns detached losses (local to this rank)."""
+        lr, hr = self._input(lr), self._input(hr)
+        return self._gan_step(lr, hr) if self.gan else self._pretrain_step(lr, hr)
+
+    def _pretrain_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        with self.autocast():
+            sr = self.g(lr)
+        loss = pixel_loss(sr, hr)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt_g)
+        self.scaler.update()
+        return {"loss/pixel_mse": loss.detach()}
+
+    def _gan_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        assert self.d is not None and self.d_raw is not None and self.opt_d is not None
+        assert self.content is not None
+        # Generator: content + adversarial; D's weights are frozen, its raw module is used.
+        self.d_raw.requires_grad_(False)
+        with self.autocast():
+            sr = self.g(lr)
+            content = self.content(sr, hr)
+            adversarial = adversarial_loss(self.d_raw(sr), real=True)
+        g_loss = content.float() + self.cfg.loss.adversarial_weight * adversarial
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(g_loss).backward()
+        self.scaler.step(self.opt_g)
+        # Discriminator: each DDP forward followed by its own backward.
+        self.d_raw.requires_grad_(True)
+        self.opt_d.zero_grad(set_to_none=True)
+        with self.autocast():
+            real_logits = self.d(hr)
+        d_real = adversarial_loss(real_logits, real=True)
+        self.scaler.scale(d_real).backward()
+        with self.autocast():
+            fake_logits = self.d(sr.detach())
+        d_fake = adversarial_loss(fake_logits, real=False)
+        self.scaler.scale(d_fake).backward()
+        self.scaler.step(self.opt_d)
+        self.scaler.update()
+        return {
+            "loss/content": content.detach().float(),
+            "loss/adversarial": adversarial.detach(),
+            "loss/generator": g_loss.detach(),
+            "loss/discriminator": (d_real + d_fake).detach(),
+            "d/real_prob": torch.sigmoid(real_logits.detach().float()).mean(),
+            "d/fake_prob": torch.sigmoid(fake_logits.detach().float()).mean(),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "generator": unwrap(self.g).state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+        if self.d is not None and self.opt_d is not None:
+            state["discriminator"] = unwrap(self.d).state_dict()
+            state["opt_d"] = self.opt_d.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unwrap(self.g).load_state_dict(state["generator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.d is not None and self.opt_d is not None:
+            unwrap(self.d).load_state_dict(state["discriminator"])
+            self.opt_d.load_state_dict(state["opt_d"])
+
+    def load_generator(self, weights: dict[str, torch.Tensor]) -> None:
+        """Start from a pre-trained SRResNet (the GAN phase's --init)."""
+        unwrap(self.g).load_state_dict(weights)

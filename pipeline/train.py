@@ -1,0 +1,509 @@
+"""Train SRResNet (phase `pretrain`) or SRGAN (phase `gan`), on 1 process or many.
+
+    python -m pipeline.train --data OUT --scale 4 --phase pretrain [--config configs/x4.toml] ...
+    torchrun --nproc_per_node=8 -m pipeline.train ...the same flags...
+
+nccl on GPUs, gloo on CPUs; only rank 0 logs, evaluates and writes. SIGTERM or SIGUSR2 make
+every rank stop at the next step boundary, rank 0 write a checkpoint, and all exit 0; `--resume
+auto` then continues in the same MLflow run (SLURM preemption relies on this).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from pipeline.archs import VGGWeightsMissing
+from pipeline.archs.vgg import describe_weights
+from pipeline.checkpoint import load_checkpoint, newest_valid_checkpoint, save_checkpoint
+from pipeline.config import TrainConfig, load_config
+from pipeline.data import LoaderConfig, ShardError, build_loader, open_split
+from pipeline.distributed import ProcessPlace
+from pipeline.evaluate import evaluate
+from pipeline.srgan import SRGANModel, unwrap
+from pipeline.tracking import Tracker, resolve_tracking_uri
+from preprocess.pillow_check import warn_if_plain_pillow
+
+log = logging.getLogger("pipeline.train")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+
+class TrainingError(Exception):
+    """A problem with the run's inputs; one line, shown without a traceback."""
+
+
+# ---- command line -------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    p = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, help="output folder of `srgan-preprocess shard`")
+    p.add_argument("--scale", type=int, choices=[2, 4, 8])
+    p.add_argument("--phase", choices=["pretrain", "gan"])
+    p.add_argument("--config", type=Path, help="TOML file, e.g. configs/x4.toml")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int, help="per process")
+    p.add_argument("--blocks", type=int, dest="model.blocks")
+    p.add_argument("--channels", type=int, dest="model.channels")
+    p.add_argument("--d-channels", type=int, dest="model.d_channels")
+    p.add_argument("--out", type=Path, help="run folder: checkpoints, samples")
+    p.add_argument("--init", type=Path, help="checkpoint whose generator starts this run")
+    p.add_argument("--lr", type=float, dest="optim.lr")
+    p.add_argument("--resume", help="'auto' (newest valid checkpoint in --out) or a file")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"])
+    p.add_argument("--compile", action="store_true", default=None)
+    p.add_argument("--channels-last", action="store_true", default=None)
+    p.add_argument("--tracking-uri", help="MLflow URI [MLFLOW_TRACKING_URI or sqlite:///mlflow.db]")
+    p.add_argument("--experiment", help="MLflow experiment [srgan-celeba-<preset>]")
+    p.add_argument("--vgg-weights", help="VGG19 state dict file, or 'random' (tests only)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--deterministic", action="store_true", default=None)
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--eval-batches", type=int, help="0: the whole val split")
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--keep-checkpoints", type=int)
+    p.add_argument("--loader", choices=["auto", "dali", "reference"], dest="loader.backend")
+    p.add_argument("--decode-device", choices=["auto", "gpu", "cpu"], dest="loader.decode_device")
+    p.add_argument("--loader-threads", type=int, dest="loader.threads")
+    args = vars(p.parse_args(argv))
+    config_file = args.pop("config")
+    try:
+        return load_config(config_file, args)
+    except ValueError as exc:
+        p.error(str(exc))
+        raise  # unreachable: p.error exits
+
+
+# ---- distributed set-up -----------------------------------------------------------------
+
+
+def setup_distributed(place: ProcessPlace) -> torch.device:
+    if torch.cuda.is_available():
+        device = torch.device("cuda", place.local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if place.world_size > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def all_reduce_mean(values: dict[str, torch.Tensor], world_size: int) -> dict[str, float]:
+    names = sorted(values)
+    stacked = torch.stack([values[n].float() for n in names])
+    if world_size > 1:
+        dist.all_reduce(stacked)
+        stacked /= world_size
+    return dict(zip(names, stacked.tolist(), strict=True))
+
+
+def any_rank(flag: bool, world_size: int, device: torch.device) -> bool:
+    if world_size == 1:
+        return flag
+    tensor = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
+class StopRequest:
+    """Set by SIGTERM/SIGUSR2; the loop stops at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Constant, except in the GAN phase, where it drops once (1e-4 -> 1e-5 in the paper)."""
+    if cfg.phase == "gan" and step >= cfg.optim.gan_lr_drop_at * cfg.steps:
+        return cfg.optim.lr * cfg.optim.gan_lr_drop
+    return cfg.optim.lr
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """bf16 pays off on GPUs that support it and on CPUs with AVX-512 BF16 or AMX; emulated
+    bf16 (e.g. AVX2 CPUs) made a small SRResNet step 19x slower than fp32 here."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(cfg: TrainConfig, device: torch.device) -> TrainConfig:
+    """Turn 'auto' into the fastest safe choice for the device, and say what was chosen."""
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if bf16_is_fast(device) else "fp32"
+    elif precision == "fp16" and device.type == "cpu":
+        log.warning("fp16 autocast is for GPUs: using bf16 on the CPU")
+        precision = "bf16"
+    elif precision == "bf16" and not bf16_is_fast(device):
+        log.warning("bf16 is emulated on this %s and will be slow", device.type)
+    if precision != cfg.precision:
+        log.info("precision %s resolved to %s on %s", cfg.precision, precision, device)
+    return dataclasses.replace(cfg, precision=precision)
+
+
+# ---- the run ------------------------------------------------------------------------------
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, place: ProcessPlace, device: torch.device) -> None:
+        self.cfg, self.place, self.device = cfg, place, device
+        self.shards = open_split(cfg.data, "train", cfg.scale)
+        open_split(cfg.data, "val", cfg.scale)  # a broken val split must fail now, not later
+        self.loader_cfg = LoaderConfig(
+            data=cfg.data,
+            split="train",
+            scale=cfg.scale,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            flip=cfg.loader.flip,
+            seed=cfg.seed,
+            backend=cfg.loader.backend,
+            decode_device=cfg.loader.decode_device,
+            threads=cfg.loader.threads,
+            prefetch=cfg.loader.prefetch,
+            initial_fill=cfg.loader.initial_fill,
+        )
+        self.loader = build_loader(self.loader_cfg, place)
+        self.model = SRGANModel(cfg, self.shards.hr_size, device, place.world_size)
+        self.step = 0
+        self.run_id: str | None = None
+        self.checkpoints = cfg.out / "checkpoints"
+        self.tracker = Tracker(place.is_main, resolve_tracking_uri(cfg.tracking_uri))
+
+    # -- starting points
+
+    def initialise(self) -> None:
+        resumed = self._resume()
+        if not resumed and self.cfg.phase == "gan":
+            if self.cfg.init is None:
+                raise TrainingError(
+                    "the gan phase starts from a pretrained generator: "
+                    "pass --init PRETRAIN_CHECKPOINT"
+                )
+            self._load_init(self.cfg.init)
+        elif not resumed and self.cfg.init is not None:
+            self._load_init(self.cfg.init)
+
+    def _load_init(self, path: Path) -> None:
+        if not path.is_file():
+            raise TrainingError(f"{path}: --init checkpoint not found")
+        state = load_checkpoint(path)
+        if "generator" not in state.get("model", {}):
+            raise TrainingError(f"{path}: not a pipeline.train checkpoint (no generator)")
+        if state.get("config", {}).get("scale") not in (None, self.cfg.scale):
+            raise TrainingError(
+                f"{path}: made for scale {state['config']['scale']}, this run is {self.cfg.scale}x"
+            )
+        self.model.load_generator(state["model"]["generator"])
+        log.info("generator initialised from %s", path)
+
+    def _resume(self) -> bool:
+        if not self.cfg.resume:
+            return False
+        if self.cfg.resume == "auto":
+            found = newest_valid_checkpoint(self.checkpoints)
+            if found is None:
+                log.info("--resume auto: no checkpoint in %s, starting fresh", self.checkpoints)
+                return False
+            path, state = found
+        else:
+            path = Path(self.cfg.resume)
+            if not path.is_file():
+                raise TrainingError(f"{path}: checkpoint to resume from not found")
+            state = load_checkpoint(path)
+        if state["config"]["phase"] != self.cfg.phase:
+            raise TrainingError(
+                f"{path}: is a {state['config']['phase']} checkpoint, this run is {self.cfg.phase}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.step = state["step"]
+        self.run_id = state.get("mlflow_run_id")
+        set_rng_state(state["rng"])
+        loaders = state["loader"]
+        if len(loaders) == self.place.world_size:
+            self.loader.load_state_dict(loaders[self.place.rank])
+        else:
+            log.warning(
+                "checkpoint was written by %d processes, this run has %d: the data "
+                "order restarts at a new epoch",
+                len(loaders),
+                self.place.world_size,
+            )
+            self.loader.epoch = loaders[0]["epoch"] + 1
+        log.info("resumed from %s at step %d", path, self.step)
+        return True
+
+    # -- checkpoints and tracking
+
+    def save(self) -> None:
+        loader_states: list[Any] = [None] * self.place.world_size
+        state = self.loader.state_dict()
+        if self.place.world_size > 1:
+            dist.all_gather_object(loader_states, state)
+        else:
+            loader_states = [state]
+        if self.place.is_main:
+            checkpoint = {
+                "step": self.step,
+                "model": self.model.state_dict(),
+                "rng": rng_state(),
+                "loader": loader_states,
+                "config": self.cfg.to_dict(),
+                "mlflow_run_id": self.run_id,
+                "world_size": self.place.world_size,
+            }
+            path = save_checkpoint(
+                self.checkpoints, self.step, checkpoint, self.cfg.keep_checkpoints
+            )
+            log.info("checkpoint %s", path)
+
+    def start_tracking(self) -> None:
+        manifest = self.shards.manifest
+        preset = manifest.get("preset", "custom")
+        synthetic = self.shards.synthetic
+        experiment = self.cfg.experiment or f"srgan-celeba-{preset}" + (
+            "-synthetic" if synthetic else ""
+        )
+        tags = {
+            "scale": str(self.cfg.scale),
+            "phase": self.cfg.phase,
+            "data": "synthetic" if synthetic else "celeba",
+            "vgg_weights": "random" if self.cfg.vgg_weights == "random" else "imagenet",
+        }
+        resuming = self.run_id is not None
+        self.run_id = (
+            self.tracker.start(experiment, f"x{self.cfg.scale}-{self.cfg.phase}", self.run_id, tags)
+            or self.run_id
+        )
+        if resuming:
+            return
+        self.tracker.log_params(
+            {
+                "config": self.cfg.to_dict(),
+                "data": {
+                    "preset": preset,
+                    "hr_size": manifest["hr_size"],
+                    "lr_size": self.shards.lr_size,
+                    "codec": manifest["codec"],
+                    "synthetic": synthetic,
+                    "train_samples": self.shards.samples,
+                    "val_samples": manifest["splits"]["val"]["samples"],
+                },
+                "git_commit": git_commit(),
+                "world_size": self.place.world_size,
+                "device": str(self.device),
+                "loader": self.loader.backend,
+                "vgg_weights": describe_weights(self.cfg.vgg_weights)
+                if self.cfg.phase == "gan"
+                else "unused",
+                "torch": torch.__version__,
+            }
+        )
+
+    def run_eval(self) -> None:
+        if self.place.is_main:
+            grid = self.cfg.out / "samples" / f"step-{self.step:08d}.png"
+            metrics = evaluate(
+                unwrap(self.model.g),
+                self.loader_cfg,
+                self.place,
+                self.model.autocast(),
+                self.cfg.eval_batches,
+                grid,
+                self.cfg.grid_images,
+            )
+            self.tracker.log_metrics(metrics, self.step)
+            if grid.is_file():
+                self.tracker.log_artifact(grid, "samples")
+            log.info(
+                "step %d: val PSNR-Y %.2f dB (bicubic %.2f), SSIM-Y %.4f (bicubic %.4f)",
+                self.step,
+                metrics["val/sr_psnr_y"],
+                metrics["val/bicubic_psnr_y"],
+                metrics["val/sr_ssim_y"],
+                metrics["val/bicubic_ssim_y"],
+            )
+        if self.place.world_size > 1:
+            dist.barrier()
+
+    # -- the loop
+
+    def train(self, stop: StopRequest) -> str:
+        cfg = self.cfg
+        self.start_tracking()
+        global_batch = cfg.batch_size * self.place.world_size
+        sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
+        window_steps, window_wait, window_start = 0, 0.0, time.perf_counter()
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            unit="step",
+            disable=not self.place.is_main,
+            desc=f"x{cfg.scale} {cfg.phase}",
+            mininterval=2,
+        )
+        outcome = "finished"
+        while self.step < cfg.steps and outcome == "finished":
+            waited = time.perf_counter()
+            for batch in self.loader:
+                window_wait += time.perf_counter() - waited
+                self.model.set_lr(learning_rate(cfg, self.step))
+                losses = self.model.train_step(batch.lr, batch.hr)
+                for name, value in losses.items():
+                    sums[name] += value
+                self.step += 1
+                window_steps += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    means = all_reduce_mean(
+                        {k: v / window_steps for k, v in sums.items()}, self.place.world_size
+                    )
+                    elapsed = time.perf_counter() - window_start
+                    means["perf/images_per_s"] = window_steps * global_batch / elapsed
+                    means["perf/data_wait_fraction"] = window_wait / elapsed
+                    means["lr"] = learning_rate(cfg, self.step - 1)
+                    self.tracker.log_metrics(means, self.step)
+                    bar.set_postfix(
+                        {
+                            k.split("/")[-1]: f"{v:.4g}"
+                            for k, v in means.items()
+                            if k.startswith("loss/")
+                        }
+                    )
+                    sums.clear()
+                    window_steps, window_wait, window_start = 0, 0.0, time.perf_counter()
+                if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    self.save()
+                if self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                    self.run_eval()
+                if any_rank(stop.requested, self.place.world_size, self.device):
+                    outcome = "stopped"
+                    break
+                if self.step >= cfg.steps:
+                    break
+                waited = time.perf_counter()
+        bar.close()
+        self.save()
+        if outcome == "stopped":
+            log.warning(
+                "stop signal received: checkpoint written at step %d; continue with --resume auto",
+                self.step,
+            )
+            self.tracker.end("KILLED")
+            return outcome
+        self.run_eval()
+        if self.place.is_main:
+            side = self.shards.lr_size
+            example = torch.zeros(1, 3, side, side).numpy()
+            self.tracker.log_model(unwrap(self.model.g).cpu().eval(), "generator", example)
+            unwrap(self.model.g).to(self.device)
+        self.tracker.end("FINISHED")
+        return outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    place = ProcessPlace.from_env()
+    logging.basicConfig(
+        level=logging.INFO if place.is_main else logging.WARNING,
+        format=f"%(asctime)s [rank {place.rank}] %(levelname)s %(name)s: %(message)s",
+    )
+    stop = StopRequest()
+    device = setup_distributed(place)
+    cfg = resolve_precision(cfg, device)
+    seed_everything(cfg.seed, cfg.deterministic)
+    warn_if_plain_pillow()
+    try:
+        trainer = Trainer(cfg, place, device)
+        trainer.initialise()
+        if place.is_main:
+            log.info(
+                "x%d %s on %d process(es), %s, %s, batch %d per process, %d steps -> %s",
+                cfg.scale,
+                cfg.phase,
+                place.world_size,
+                device,
+                cfg.precision,
+                cfg.batch_size,
+                cfg.steps,
+                cfg.out,
+            )
+        trainer.train(stop)
+    except (TrainingError, ShardError, VGGWeightsMissing) as exc:
+        print(f"pipeline.train: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
