@@ -7,7 +7,8 @@ from torch import nn
 
 
 def _conv_block(in_ch: int, out_ch: int, stride: int, norm: bool) -> list[nn.Module]:
-    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1)]
+    # No bias before BN: BN's shift subsumes it (see ResidualBlock).
+    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=not norm)]
     if norm:
         layers.append(nn.BatchNorm2d(out_ch))
     layers.append(nn.LeakyReLU(0.2, inplace=True))

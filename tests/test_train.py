@@ -1,0 +1,372 @@
+"""The trainer on real CelebA shards: steps, DDP, resume, signals, MLflow, clear errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from helpers import PROJECT_ROOT
+from trainer_helpers import run_train, train_cmd
+
+from pipeline.config import ModelConfig, TrainConfig, load_config
+from pipeline.data import LoaderConfig, build_loader
+from pipeline.distributed import ProcessPlace
+from pipeline.srgan import SRGANModel
+
+
+def _client(db: Path) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
+
+
+def _runs(db: Path) -> list:
+    client = _client(db)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments)
+
+
+def _generator(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, weights_only=True)["model"]["generator"]
+
+
+@pytest.mark.parametrize("preset", ["seed", "faces128"])
+@pytest.mark.parametrize("scale", [4, 8])
+def test_steps_run_at_both_scales_and_presets(request, preset, scale):
+    data = request.getfixturevalue(f"shards_{preset}")
+    batch = next(
+        iter(build_loader(LoaderConfig(data=data, scale=scale, batch_size=2), ProcessPlace()))
+    )
+    hr_size = batch.hr.shape[-1]
+    for phase in ("pretrain", "gan"):
+        cfg = TrainConfig(
+            scale=scale,
+            phase=phase,
+            precision="fp32",
+            vgg_weights="random",
+            model=ModelConfig(blocks=1, channels=8, d_channels=4),
+        )
+        cfg.loss.vgg_layer = "relu2_2"  # shallower VGG: the shapes are what is tested here
+        model = SRGANModel(cfg, hr_size, torch.device("cpu"), world_size=1)
+        with torch.no_grad():
+            assert model.g(batch.lr).shape == batch.hr.shape
+        losses = model.train_step(batch.lr, batch.hr)
+        assert all(torch.isfinite(v) for v in losses.values()), losses
+        if phase == "gan":
+            assert set(losses) >= {"loss/content", "loss/adversarial", "loss/discriminator"}
+
+
+def test_bf16_autocast_steps_on_cpu(shards_faces128):
+    # This CPU emulates bf16 (slow), so one small step of each phase shows that AMP works.
+    batch = next(
+        iter(
+            build_loader(LoaderConfig(data=shards_faces128, scale=8, batch_size=2), ProcessPlace())
+        )
+    )
+    for phase in ("pretrain", "gan"):
+        cfg = TrainConfig(
+            scale=8,
+            phase=phase,
+            precision="bf16",
+            vgg_weights="random",
+            model=ModelConfig(blocks=1, channels=4, d_channels=2),
+        )
+        cfg.loss.vgg_layer = "relu1_2"
+        model = SRGANModel(cfg, 128, torch.device("cpu"), world_size=1)
+        with model.autocast():
+            assert model.g(batch.lr).dtype == torch.bfloat16
+        losses = model.train_step(batch.lr, batch.hr)
+        assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
+
+
+def test_config_file_then_flags(tmp_path: Path):
+    cfg = load_config(PROJECT_ROOT / "configs" / "x8.toml", {"optim.lr": 5e-4, "steps": 7})
+    assert (cfg.scale, cfg.steps, cfg.optim.lr, cfg.model.blocks) == (8, 7, 5e-4, 16)
+    assert cfg.loss.vgg_layer == "relu5_4" and cfg.loss.adversarial_weight == 1e-3
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nblockz = 3\n")
+    with pytest.raises(ValueError, match=r"bad\.toml\.model: unknown setting 'blockz'"):
+        load_config(bad, {})
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(shards_faces128, tmp_path):
+    for world in (1, 2):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={world}",
+                "tests/dist/ddp_equivalence.py",
+                str(shards_faces128),
+                str(tmp_path),
+            ],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    one = torch.load(tmp_path / "world1.pt", weights_only=True)
+    two = torch.load(tmp_path / "world2.pt", weights_only=True)
+    start = SRGANModel(
+        TrainConfig(precision="fp32", model=ModelConfig(blocks=2, channels=8)),
+        128,
+        torch.device("cpu"),
+        1,
+    ).g_raw.state_dict()
+    for phase in ("pretrain", "gan"):
+        for net, weights in one[phase].items():
+            for name, value in weights.items():
+                if value.is_floating_point():
+                    assert torch.allclose(value, two[phase][net][name], atol=2e-5, rtol=1e-4), (
+                        phase,
+                        net,
+                        name,
+                        (value - two[phase][net][name]).abs().max(),
+                    )
+    moved = max(
+        (one["pretrain"]["g"][k] - start[k]).abs().max()
+        for k in start
+        if start[k].is_floating_point()
+    )
+    assert moved > 1e-3  # the weights did change: the comparison is not vacuous
+
+
+def test_pretrain_loss_falls_and_mlflow_has_it_all(shards_faces128, tmp_path):
+    db = tmp_path / "mlflow.db"
+    out = tmp_path / "run"
+    args = "--scale 4 --phase pretrain --steps 40 --lr 1e-3 --log-every 5 --eval-every 20"
+    sampling = {
+        "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1",
+        "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING": "1",
+    }
+    run_train(shards_faces128, out, db, *args.split(), "--checkpoint-every", "20", env=sampling)
+    (run,) = _runs(db)
+    client = _client(db)
+    assert run.info.run_name == "x4-pretrain" and run.info.status == "FINISHED"
+    assert run.data.tags["data"] == "celeba"
+    params = run.data.params
+    assert params["config.scale"] == "4" and params["data.preset"] == "faces128"
+    assert params["world_size"] == "1" and params["config.precision"] == "fp32"
+    assert len(params["git_commit"]) in (40, len("unknown"))
+    history = [m.value for m in client.get_metric_history(run.info.run_id, "loss/pixel_mse")]
+    assert len(history) == 8
+    assert history[-1] < 0.7 * history[0], history
+    for name in (
+        "val/sr_psnr_y",
+        "val/bicubic_psnr_y",
+        "val/sr_ssim_rgb",
+        "perf/images_per_s",
+        "perf/data_wait_fraction",
+        "lr",
+        "val/sr_colour_shift",
+    ):
+        assert name in run.data.metrics, name
+    assert any(k.startswith("system/") for k in run.data.metrics)
+    samples = [a.path for a in client.list_artifacts(run.info.run_id, "samples")]
+    assert samples == ["samples/step-00000020.png", "samples/step-00000040.png"]
+    models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert [m.name for m in models] == ["generator"]
+    assert str(models[0].status).endswith("READY")
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step-00000020.pt",
+        "step-00000040.pt",
+    ]
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_killed_and_resumed_equals_uninterrupted(shards_faces128, tmp_path):
+    args = [
+        "--scale",
+        "4",
+        "--phase",
+        "pretrain",
+        "--steps",
+        "12",
+        "--checkpoint-every",
+        "4",
+        "--eval-every",
+        "1000",
+        "--deterministic",
+        "--seed",
+        "5",
+    ]
+    run_train(shards_faces128, tmp_path / "whole", tmp_path / "whole.db", *args)
+
+    out, db = tmp_path / "killed", tmp_path / "killed.db"
+    process = subprocess.Popen(
+        train_cmd(shards_faces128, out, db, *args),
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(out / "checkpoints" / "step-00000004.pt", process)
+    process.kill()
+    process.wait()
+    assert not (out / "checkpoints" / "step-00000012.pt").exists()
+    run_train(shards_faces128, out, db, *args, "--resume", "auto")
+
+    whole = _generator(tmp_path / "whole" / "checkpoints" / "step-00000012.pt")
+    resumed = _generator(out / "checkpoints" / "step-00000012.pt")
+    for name, value in whole.items():
+        assert torch.equal(value, resumed[name]), name
+    (run,) = _runs(db)  # the resumed run continued the same MLflow run
+    assert run.info.status == "FINISHED"
+
+
+def test_a_torn_checkpoint_is_skipped(shards_faces128, tmp_path):
+    args = [
+        "--scale",
+        "4",
+        "--phase",
+        "pretrain",
+        "--checkpoint-every",
+        "2",
+        "--eval-every",
+        "1000",
+    ]
+    out, db = tmp_path / "run", tmp_path / "mlflow.db"
+    run_train(shards_faces128, out, db, *args, "--steps", "4")
+    newest = out / "checkpoints" / "step-00000004.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # torn, as by a crash mid-write elsewhere
+    result = run_train(shards_faces128, out, db, *args, "--steps", "6", "--resume", "auto")
+    assert "skipping unreadable checkpoint" in result.stderr and "step-00000004.pt" in result.stderr
+    assert "resumed from" in result.stderr and "step-00000002.pt at step 2" in result.stderr
+    assert (out / "checkpoints" / "step-00000006.pt").is_file()
+
+
+def test_sigterm_checkpoints_and_resume_finishes(shards_faces128, tmp_path):
+    common = "--scale 4 --phase pretrain --checkpoint-every 3 --eval-every 1000 --log-every 1"
+    out, db = tmp_path / "run", tmp_path / "mlflow.db"
+    process = subprocess.Popen(
+        train_cmd(shards_faces128, out, db, *common.split(), "--steps", "400"),
+        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _wait_for(out / "checkpoints" / "step-00000003.pt", process)
+    os.kill(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "stop signal received: checkpoint written at step" in stderr
+    stopped_at = max(int(p.stem.split("-")[1]) for p in (out / "checkpoints").iterdir())
+    assert 3 <= stopped_at < 400
+    (run,) = _runs(db)
+    assert run.info.status == "KILLED"
+
+    total = str(stopped_at + 3)
+    run_train(shards_faces128, out, db, *common.split(), "--steps", total, "--resume", "auto")
+    (run,) = _runs(db)
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in _client(db).get_metric_history(run.info.run_id, "loss/pixel_mse")]
+    assert steps == list(range(1, stopped_at + 4))  # every step logged once, none lost
+
+
+def test_gan_phase_needs_init_and_starts_from_it(shards_faces128, tmp_path):
+    db = tmp_path / "mlflow.db"
+    common = ["--scale", "4", "--eval-every", "1000", "--checkpoint-every", "1000"]
+    run_train(shards_faces128, tmp_path / "pre", db, *common, "--phase", "pretrain", "--steps", "2")
+    result = run_train(
+        shards_faces128,
+        tmp_path / "gan",
+        db,
+        *common,
+        "--phase",
+        "gan",
+        "--steps",
+        "2",
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "the gan phase starts from a pretrained generator: pass --init" in result.stderr
+    init = tmp_path / "pre" / "checkpoints" / "step-00000002.pt"
+    run_train(
+        shards_faces128,
+        tmp_path / "gan",
+        db,
+        *common,
+        "--phase",
+        "gan",
+        "--steps",
+        "2",
+        "--init",
+        str(init),
+    )
+    names = sorted(r.info.run_name for r in _runs(db))
+    assert names == ["x4-gan", "x4-pretrain"]
+    gan = next(r for r in _runs(db) if r.info.run_name == "x4-gan")
+    assert "loss/content" in gan.data.metrics and gan.data.tags["vgg_weights"] == "random"
+    assert gan.data.params["vgg_weights"].startswith("random (NOT ImageNet")
+
+
+def test_missing_vgg_weights_stop_before_training(shards_faces128, tmp_path):
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch-home")}
+    cmd = train_cmd(
+        shards_faces128,
+        tmp_path / "run",
+        tmp_path / "db.db",
+        "--phase",
+        "gan",
+        "--steps",
+        "2",
+        "--init",
+        "unused.pt",
+    )
+    cmd = [a for a in cmd if a not in ("--vgg-weights", "random")]
+    result = subprocess.run(
+        cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("pipeline.train: error: VGG19 ImageNet weights not found at ")
+    )
+    assert "--vgg-weights PATH" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unreachable_tracking_server_does_not_stop_training(shards_faces128, tmp_path):
+    out = tmp_path / "run"
+    result = run_train(
+        shards_faces128,
+        out,
+        "http://127.0.0.1:9",
+        "--scale",
+        "8",
+        "--phase",
+        "pretrain",
+        "--steps",
+        "3",
+        "--eval-every",
+        "1000",
+        "--checkpoint-every",
+        "1000",
+    )
+    warnings = [line for line in result.stderr.splitlines() if "MLflow tracking at" in line]
+    assert len(warnings) == 1 and "training goes on without tracking" in warnings[0]
+    assert (out / "checkpoints" / "step-00000003.pt").is_file()
+
+
+def test_broken_shards_stop_before_training(shards_faces128, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(shards_faces128, data)
+    (data / "val" / "val-000000.idx").unlink()
+    result = run_train(data, tmp_path / "run", tmp_path / "db.db", "--steps", "2", check=False)
+    assert result.returncode == 2
+    assert "val-000000.idx missing" in result.stderr.strip().splitlines()[-1]
