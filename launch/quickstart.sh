@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: set up, then turn CelebA into training shards and check them.
+# The main job on a fresh machine: set up, make shards, train 4x and 8x (SRResNet pretrain,
+# then SRGAN), all tracked in MLflow. Sized to finish in minutes on a 2-core CPU; on GPUs the
+# same commands run with bigger settings (see README).
 #
-#   bash launch/quickstart.sh                # built-in synthetic demo faces (no download needed)
-#   bash launch/quickstart.sh /data/celeba   # a real CelebA root (img_align_celeba/ or its zip,
-#                                            # and list_eval_partition.txt)
+#   bash launch/quickstart.sh                # built-in synthetic demo faces (no download)
+#   bash launch/quickstart.sh /data/celeba   # a real CelebA root (img_align_celeba/ or its
+#                                            # zip, and list_eval_partition.txt)
 #
-# Environment: OUT (default runs/quickstart), PRESET (faces128), DEMO_COUNT (1000).
+# Environment (defaults): OUT (runs/quickstart), PRESET (faces128), DEMO_COUNT (1000),
+# PRETRAIN_STEPS (200), GAN_STEPS (30), BATCH_SIZE (16), BLOCKS (4), CHANNELS (32), D_CHANNELS (16),
+# VGG_WEIGHTS (the torch hub cache), NPROC (1: processes for torchrun).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/launch/setup.sh"
@@ -15,11 +19,43 @@ source .venv/bin/activate
 out="${OUT:-runs/quickstart}"
 preset="${PRESET:-faces128}"
 celeba="${1:-}"
+mkdir -p "$out"
 if [[ -z "$celeba" ]]; then
     celeba="$out/demo-celeba"
     echo "quickstart: no CelebA root given: drawing ${DEMO_COUNT:-1000} synthetic demo faces"
     srgan-preprocess demo-data "$celeba" --count "${DEMO_COUNT:-1000}"
 fi
-srgan-preprocess shard --celeba-root "$celeba" --out "$out/shards-$preset" --preset "$preset"
-srgan-preprocess verify "$out/shards-$preset"
-echo "quickstart: shards ready in $out/shards-$preset (manifest.json describes them)"
+shards="$out/shards-$preset"
+srgan-preprocess shard --celeba-root "$celeba" --out "$shards" --preset "$preset"
+srgan-preprocess verify "$shards"
+
+db="$out/mlflow.db"
+vgg=(--vgg-weights "${VGG_WEIGHTS:-}")
+if [[ -z "${VGG_WEIGHTS:-}" ]]; then
+    vgg=()
+    if ! python -c "from pipeline.archs.vgg import imagenet_weights_path as p; assert p().is_file()" 2>/dev/null; then
+        echo "quickstart: NOTE: no VGG19 ImageNet weights on this machine, so the GAN phase runs"
+        echo "quickstart: with RANDOM VGG weights (tagged vgg_weights=random in MLflow): it shows"
+        echo "quickstart: the pipeline working, not SRGAN quality. See README, 'VGG19 weights'."
+        vgg=(--vgg-weights random)
+    fi
+fi
+common=(--data "$shards" --batch-size "${BATCH_SIZE:-16}" --blocks "${BLOCKS:-4}"
+        --channels "${CHANNELS:-32}" --d-channels "${D_CHANNELS:-16}" --tracking-uri "sqlite:///$db" --resume auto)
+launcher=(python -m pipeline.train)
+if [[ "${NPROC:-1}" -gt 1 ]]; then
+    launcher=(torchrun --standalone --nproc_per_node="$NPROC" -m pipeline.train)
+fi
+for scale in 4 8; do
+    run="$out/x$scale"
+    "${launcher[@]}" "${common[@]}" --config "configs/x$scale.toml" --phase pretrain \
+        --steps "${PRETRAIN_STEPS:-200}" --lr 1e-3 --eval-every 100 --checkpoint-every 100 \
+        --out "$run-pretrain"
+    init="$(ls "$run-pretrain/checkpoints/"step-*.pt | tail -n 1)"
+    "${launcher[@]}" "${common[@]}" --config "configs/x$scale.toml" --phase gan \
+        --steps "${GAN_STEPS:-30}" --eval-every 1000 --checkpoint-every 1000 --log-every 5 \
+        --init "$init" --out "$run-gan" "${vgg[@]}"
+done
+echo
+echo "quickstart: done. Runs, metrics and sample grids are in $db; look at them with:"
+echo "    bash launch/mlflow_ui.sh $db      # then open http://127.0.0.1:5000"

@@ -7,14 +7,13 @@ G, D, optimizers, AMP scaler, step, RNG states, loader position, config and MLfl
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from preprocess.atomic import tmp_path
+from preprocess.atomic import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +28,8 @@ def save_checkpoint(directory: Path, step: int, state: dict[str, Any], keep: int
     """Write `state` for `step` (temp file + fsync + rename), then prune to the newest `keep`."""
     directory.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(directory, step)
-    tmp = tmp_path(path)
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        torch.save(state, handle)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path

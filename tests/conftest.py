@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,12 @@ def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_subset_root(
         tmp_path_factory.mktemp("celeba-small"), {"train": 40, "val": 12, "test": 8}
     )
+
+
+def copy_of(source: Path, target: Path) -> Path:
+    """A copy that a test may break without touching the session's fixture."""
+    shutil.copytree(source, target)
+    return target
 
 
 def make_shards(

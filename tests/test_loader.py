@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import copy_of
 
 from pipeline.data import LoaderConfig, ShardError, build_loader, open_split
 from pipeline.data.dali import DaliLoader
@@ -146,9 +147,7 @@ def test_resume_mid_epoch_gives_the_batches_that_would_have_come(shards_faces128
 
 @pytest.fixture
 def broken(shards_faces128: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "broken"
-    shutil.copytree(shards_faces128, out)
-    return out
+    return copy_of(shards_faces128, tmp_path / "broken")
 
 
 def test_truncated_tar(broken: Path):

@@ -277,34 +277,13 @@ def test_sigterm_checkpoints_and_resume_finishes(shards_faces128, tmp_path):
 
 def test_gan_phase_needs_init_and_starts_from_it(shards_faces128, tmp_path):
     db = tmp_path / "mlflow.db"
-    common = ["--scale", "4", "--eval-every", "1000", "--checkpoint-every", "1000"]
-    run_train(shards_faces128, tmp_path / "pre", db, *common, "--phase", "pretrain", "--steps", "2")
-    result = run_train(
-        shards_faces128,
-        tmp_path / "gan",
-        db,
-        *common,
-        "--phase",
-        "gan",
-        "--steps",
-        "2",
-        check=False,
-    )
+    common = "--scale 4 --eval-every 1000 --checkpoint-every 1000 --steps 2".split()
+    run_train(shards_faces128, tmp_path / "pre", db, *common, "--phase", "pretrain")
+    gan = [shards_faces128, tmp_path / "gan", db, *common, "--phase", "gan"]
+    result = run_train(*gan, check=False)
     assert result.returncode == 2
     assert "the gan phase starts from a pretrained generator: pass --init" in result.stderr
-    init = tmp_path / "pre" / "checkpoints" / "step-00000002.pt"
-    run_train(
-        shards_faces128,
-        tmp_path / "gan",
-        db,
-        *common,
-        "--phase",
-        "gan",
-        "--steps",
-        "2",
-        "--init",
-        str(init),
-    )
+    run_train(*gan, "--init", str(tmp_path / "pre" / "checkpoints" / "step-00000002.pt"))
     names = sorted(r.info.run_name for r in _runs(db))
     assert names == ["x4-gan", "x4-pretrain"]
     gan = next(r for r in _runs(db) if r.info.run_name == "x4-gan")

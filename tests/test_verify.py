@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+from conftest import copy_of
 from helpers import run_preprocess
 
 
@@ -30,9 +30,7 @@ def good_out(small_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 @pytest.fixture
 def broken(good_out: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "out"
-    shutil.copytree(good_out, out)
-    return out
+    return copy_of(good_out, tmp_path / "out")
 
 
 def test_sound_output_passes_with_dali_on_cpu(good_out: Path):

@@ -70,6 +70,17 @@ def batches_per_epoch(
     return per_rank // batch_size if drop_last else -(-per_rank // batch_size)
 
 
+def epoch_batches(cfg: LoaderConfig, samples: int, world_size: int, where: str) -> int:
+    """batches_per_epoch, refusing a split too small to give any batch."""
+    batches = batches_per_epoch(samples, world_size, cfg.batch_size, cfg.drop_last)
+    if batches == 0:
+        raise ValueError(
+            f"{where}: {samples} samples over {world_size} processes give no full "
+            f"batch of {cfg.batch_size}"
+        )
+    return batches
+
+
 def rank_range(samples: int, world_size: int, shard: int) -> tuple[int, int]:
     """The sample range of one reader shard, as DALI splits a dataset."""
     return samples * shard // world_size, samples * (shard + 1) // world_size

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from pipeline.data.config import Batch, LoaderConfig, batches_per_epoch
+from pipeline.data.config import Batch, LoaderConfig, epoch_batches
 from pipeline.data.shardset import SplitShards
 from pipeline.distributed import ProcessPlace
 
@@ -63,23 +63,20 @@ def _pipeline(
         hr = fn.decoders.image(hr_bytes, device=decode, output_type=types.RGB)
         lr = fn.decoders.image(lr_bytes, device=decode, output_type=types.RGB)
         mirror = fn.random.coin_flip(probability=0.5) if cfg.flip else 0
+
         # One coin per sample, applied to both images, so LR and HR stay aligned.
-        lr = fn.crop_mirror_normalize(
-            lr,
-            dtype=types.FLOAT,
-            output_layout="CHW",
-            mean=[0.0] * 3,
-            std=[255.0] * 3,
-            mirror=mirror,
-        )
-        hr = fn.crop_mirror_normalize(
-            hr,
-            dtype=types.FLOAT,
-            output_layout="CHW",
-            mean=[127.5] * 3,
-            std=[127.5] * 3,
-            mirror=mirror,
-        )
+        def to_chw_float(image, mean: float, std: float):  # type: ignore[no-untyped-def]
+            return fn.crop_mirror_normalize(
+                image,
+                dtype=types.FLOAT,
+                output_layout="CHW",
+                mean=[mean] * 3,
+                std=[std] * 3,
+                mirror=mirror,
+            )
+
+        lr = to_chw_float(lr, 0.0, 255.0)  # [0, 1]
+        hr = to_chw_float(hr, 127.5, 127.5)  # [-1, 1]
         if not cfg.with_keys:
             return lr, hr
         info = fn.get_property(hr_bytes, key="source_info")
@@ -102,14 +99,9 @@ class DaliLoader:
         self.cfg, self.shards, self.place = cfg, shards, place
         self.gpu = use_gpu_decoding(cfg.decode_device)
         self.device = torch.device(f"cuda:{place.local_rank}" if self.gpu else "cpu")
-        self._batches = batches_per_epoch(
-            shards.samples, place.world_size, cfg.batch_size, cfg.drop_last
+        self._batches = epoch_batches(
+            cfg, shards.samples, place.world_size, f"{shards.data} {shards.split}"
         )
-        if self._batches == 0:
-            raise ValueError(
-                f"{shards.data} {shards.split}: {shards.samples} samples over "
-                f"{place.world_size} processes give no full batch of {cfg.batch_size}"
-            )
         log.info(
             "DALI loader on %s: %s split, %d batches of %d per epoch per rank, decode on %s",
             shards.data,

@@ -26,7 +26,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.data.config import Batch, LoaderConfig, batches_per_epoch, rank_range
+from pipeline.data.config import Batch, LoaderConfig, batches_per_epoch, epoch_batches, rank_range
 from pipeline.data.shardset import SplitShards
 from pipeline.distributed import ProcessPlace
 
@@ -123,19 +123,14 @@ class ReferenceLoader:
         cfg: LoaderConfig,
         shards: SplitShards,
         place: ProcessPlace,
-        device: torch.device | None = None,
     ) -> None:
         self.cfg, self.shards, self.place = cfg, shards, place
-        self.device = device or torch.device("cpu")
+        cuda = torch.cuda.is_available()  # the training device, as the DALI loader's
+        self.device = torch.device(f"cuda:{place.local_rank}" if cuda else "cpu")
         self._dataset = _EpochBatches(cfg, shards, place)
-        self._batches = batches_per_epoch(
-            shards.samples, place.world_size, cfg.batch_size, cfg.drop_last
+        self._batches = epoch_batches(
+            cfg, shards.samples, place.world_size, f"{shards.data} {shards.split}"
         )
-        if self._batches == 0:
-            raise ValueError(
-                f"{shards.data} {shards.split}: {shards.samples} samples over "
-                f"{place.world_size} processes give no full batch of {cfg.batch_size}"
-            )
         self.epoch = 0
         self.batch_in_epoch = 0
         log.info(
