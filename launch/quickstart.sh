@@ -8,7 +8,8 @@
 #                                            # zip, and list_eval_partition.txt)
 #
 # Environment (defaults): OUT (runs/quickstart), PRESET (faces128), DEMO_COUNT (1000),
-# PRETRAIN_STEPS (200), GAN_STEPS (30), BATCH_SIZE (16), BLOCKS (4), CHANNELS (32), D_CHANNELS (16),
+# PRETRAIN_STEPS (150), GAN_STEPS (10), BATCH_SIZE (16), GAN_BATCH_SIZE (8), BLOCKS (4),
+# CHANNELS (32), D_CHANNELS (16),
 # VGG_WEIGHTS (the torch hub cache), NPROC (1: processes for torchrun).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,7 +42,8 @@ if [[ -z "${VGG_WEIGHTS:-}" ]]; then
     fi
 fi
 common=(--data "$shards" --batch-size "${BATCH_SIZE:-16}" --blocks "${BLOCKS:-4}"
-        --channels "${CHANNELS:-32}" --d-channels "${D_CHANNELS:-16}" --tracking-uri "sqlite:///$db" --resume auto)
+        --channels "${CHANNELS:-32}" --d-channels "${D_CHANNELS:-16}" --channels-last
+        --tracking-uri "sqlite:///$db" --resume auto)
 launcher=(python -m pipeline.train)
 if [[ "${NPROC:-1}" -gt 1 ]]; then
     launcher=(torchrun --standalone --nproc_per_node="$NPROC" -m pipeline.train)
@@ -49,11 +51,12 @@ fi
 for scale in 4 8; do
     run="$out/x$scale"
     "${launcher[@]}" "${common[@]}" --config "configs/x$scale.toml" --phase pretrain \
-        --steps "${PRETRAIN_STEPS:-200}" --lr 1e-3 --eval-every 100 --checkpoint-every 100 \
+        --steps "${PRETRAIN_STEPS:-150}" --lr 1e-3 --eval-every 75 --checkpoint-every 75 \
         --out "$run-pretrain"
     init="$(ls "$run-pretrain/checkpoints/"step-*.pt | tail -n 1)"
     "${launcher[@]}" "${common[@]}" --config "configs/x$scale.toml" --phase gan \
-        --steps "${GAN_STEPS:-30}" --eval-every 1000 --checkpoint-every 1000 --log-every 5 \
+        --steps "${GAN_STEPS:-10}" --batch-size "${GAN_BATCH_SIZE:-8}" --eval-every 1000 \
+        --checkpoint-every 1000 --log-every 5 \
         --init "$init" --out "$run-gan" "${vgg[@]}"
 done
 echo
