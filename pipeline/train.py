@@ -335,7 +335,11 @@ class Trainer:
             "scale": str(self.cfg.scale),
             "phase": self.cfg.phase,
             "data": "synthetic" if synthetic else "celeba",
-            "vgg_weights": "random" if self.cfg.vgg_weights == "random" else "imagenet",
+            "vgg_weights": "unused"
+            if self.cfg.phase == "pretrain"
+            else "random"
+            if self.cfg.vgg_weights == "random"
+            else "imagenet",
         }
         resuming = self.run_id is not None
         self.run_id = (

@@ -288,6 +288,8 @@ def test_gan_phase_needs_init_and_starts_from_it(shards_faces128, tmp_path):
     assert names == ["x4-gan", "x4-pretrain"]
     gan = next(r for r in _runs(db) if r.info.run_name == "x4-gan")
     assert "loss/content" in gan.data.metrics and gan.data.tags["vgg_weights"] == "random"
+    pre = next(r for r in _runs(db) if r.info.run_name == "x4-pretrain")
+    assert pre.data.tags["vgg_weights"] == "unused"
     assert gan.data.params["vgg_weights"].startswith("random (NOT ImageNet")
 
 
