@@ -62,7 +62,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--channels", type=int, dest="model.channels")
     p.add_argument("--d-channels", type=int, dest="model.d_channels")
     p.add_argument("--out", type=Path, help="run folder: checkpoints, samples")
-    p.add_argument("--init", type=Path, help="checkpoint whose generator starts this run")
+    p.add_argument(
+        "--init", type=Path, help="checkpoint (or run folder: its newest) whose G starts this run"
+    )
     p.add_argument("--lr", type=float, dest="optim.lr")
     p.add_argument("--resume", help="'auto' (newest valid checkpoint in --out) or a file")
     p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"])
@@ -252,9 +254,17 @@ class Trainer:
             self._load_init(self.cfg.init)
 
     def _load_init(self, path: Path) -> None:
-        if not path.is_file():
+        if path.is_dir():
+            # A run folder: its newest checkpoint, so a dependent job (slurm/submit_all.sh)
+            # can name the pretrain run before that run has written anything.
+            found = newest_valid_checkpoint(path / "checkpoints") or newest_valid_checkpoint(path)
+            if found is None:
+                raise TrainingError(f"{path}: --init folder holds no readable checkpoint")
+            path, state = found
+        elif path.is_file():
+            state = load_checkpoint(path)
+        else:
             raise TrainingError(f"{path}: --init checkpoint not found")
-        state = load_checkpoint(path)
         if "generator" not in state.get("model", {}):
             raise TrainingError(f"{path}: not a pipeline.train checkpoint (no generator)")
         if state.get("config", {}).get("scale") not in (None, self.cfg.scale):
@@ -323,6 +333,9 @@ class Trainer:
                 self.checkpoints, self.step, checkpoint, self.cfg.keep_checkpoints
             )
             log.info("checkpoint %s", path)
+        if self.place.world_size > 1:
+            # No rank exits (so no launcher tears the job down) before the file is on disk.
+            dist.barrier()
 
     def start_tracking(self) -> None:
         manifest = self.shards.manifest

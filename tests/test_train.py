@@ -283,7 +283,14 @@ def test_gan_phase_needs_init_and_starts_from_it(shards_faces128, tmp_path):
     result = run_train(*gan, check=False)
     assert result.returncode == 2
     assert "the gan phase starts from a pretrained generator: pass --init" in result.stderr
-    run_train(*gan, "--init", str(tmp_path / "pre" / "checkpoints" / "step-00000002.pt"))
+    (tmp_path / "empty").mkdir()
+    result = run_train(*gan, "--init", str(tmp_path / "empty"), check=False)
+    assert result.returncode == 2 and "--init folder holds no readable checkpoint" in result.stderr
+    result = run_train(*gan, "--init", str(tmp_path / "pre"))  # a run folder: its newest
+    assert (
+        "generator initialised from " + str(tmp_path / "pre" / "checkpoints" / "step-00000002.pt")
+        in result.stderr
+    )
     names = sorted(r.info.run_name for r in _runs(db))
     assert names == ["x4-gan", "x4-pretrain"]
     gan = next(r for r in _runs(db) if r.info.run_name == "x4-gan")
