@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Open the MLflow UI on a run store: bash launch/mlflow_ui.sh [STORE] [PORT]
-# STORE: an SQLite file written by the trainer (default mlflow.db) or any MLflow store URI.
-# Listens on 127.0.0.1 only; from another machine use an SSH tunnel (ssh -L 5000:127.0.0.1:5000).
+# STORE: an SQLite file written by the trainer (default mlflow.db) or any MLflow store URI
+# (postgresql://... for a cluster's shared server, see slurm/README.md).
+# Environment: MLFLOW_HOST (127.0.0.1: this machine only; from another machine use an SSH
+# tunnel, ssh -L 5000:127.0.0.1:5000), ARTIFACTS (where the server keeps artifacts that jobs
+# upload through it over http; runs logged straight to SQLite keep theirs beside the file).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 store="${1:-mlflow.db}"
 port="${2:-5000}"
 [[ "$store" == *://* ]] || store="sqlite:///$(realpath "$store")"
-exec "$root/.venv/bin/mlflow" server --backend-store-uri "$store" --host 127.0.0.1 \
-    --port "$port" --workers 1
+artifacts=()
+[[ -n "${ARTIFACTS:-}" ]] && artifacts=(--artifacts-destination "$ARTIFACTS")
+exec "$root/.venv/bin/mlflow" server --backend-store-uri "$store" --host "${MLFLOW_HOST:-127.0.0.1}" \
+    --port "$port" --workers 1 "${artifacts[@]}"

@@ -10,7 +10,7 @@
 # Environment (defaults): OUT (runs/quickstart), PRESET (faces128), DEMO_COUNT (1000),
 # PRETRAIN_STEPS (150), GAN_STEPS (10), BATCH_SIZE (16), GAN_BATCH_SIZE (8), BLOCKS (4),
 # CHANNELS (32), D_CHANNELS (16),
-# VGG_WEIGHTS (the torch hub cache), NPROC (1: processes for torchrun).
+# VGG_WEIGHTS (the torch hub cache), NPROC (1: processes per phase; launch/train_all.sh).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/launch/setup.sh"
@@ -31,34 +31,21 @@ srgan-preprocess shard --celeba-root "$celeba" --out "$shards" --preset "$preset
 srgan-preprocess verify "$shards"
 
 db="$out/mlflow.db"
-vgg=(--vgg-weights "${VGG_WEIGHTS:-}")
-if [[ -z "${VGG_WEIGHTS:-}" ]]; then
-    vgg=()
-    if ! python -c "from pipeline.archs.vgg import imagenet_weights_path as p; assert p().is_file()" 2>/dev/null; then
-        echo "quickstart: NOTE: no VGG19 ImageNet weights on this machine, so the GAN phase runs"
-        echo "quickstart: with RANDOM VGG weights (tagged vgg_weights=random in MLflow): it shows"
-        echo "quickstart: the pipeline working, not SRGAN quality. See README, 'VGG19 weights'."
-        vgg=(--vgg-weights random)
-    fi
+vgg_args=""
+if [[ -n "${VGG_WEIGHTS:-}" ]]; then
+    vgg_args="--vgg-weights $VGG_WEIGHTS"
+elif ! python -c "from pipeline.archs.vgg import imagenet_weights_path as p; assert p().is_file()" 2>/dev/null; then
+    echo "quickstart: NOTE: no VGG19 ImageNet weights on this machine, so the GAN phase runs"
+    echo "quickstart: with RANDOM VGG weights (tagged vgg_weights=random in MLflow): it shows"
+    echo "quickstart: the pipeline working, not SRGAN quality. See README, 'VGG19 weights'."
+    vgg_args="--vgg-weights random"
 fi
-common=(--data "$shards" --batch-size "${BATCH_SIZE:-16}" --blocks "${BLOCKS:-4}"
+DATA="$shards" RUNS="$out" MLFLOW_TRACKING_URI="sqlite:///$(realpath "$db")" NPROC="${NPROC:-1}" \
+PRETRAIN_ARGS="--steps ${PRETRAIN_STEPS:-150} --lr 1e-3 --eval-every 75 --checkpoint-every 75" \
+GAN_ARGS="--steps ${GAN_STEPS:-10} --batch-size ${GAN_BATCH_SIZE:-8} --eval-every 1000
+          --checkpoint-every 1000 --log-every 5 $vgg_args" \
+    bash launch/train_all.sh --batch-size "${BATCH_SIZE:-16}" --blocks "${BLOCKS:-4}" \
         --channels "${CHANNELS:-32}" --d-channels "${D_CHANNELS:-16}" --channels-last
-        --tracking-uri "sqlite:///$db" --resume auto)
-launcher=(python -m pipeline.train)
-if [[ "${NPROC:-1}" -gt 1 ]]; then
-    launcher=(torchrun --standalone --nproc_per_node="$NPROC" -m pipeline.train)
-fi
-for scale in 4 8; do
-    run="$out/x$scale"
-    "${launcher[@]}" "${common[@]}" --config "configs/x$scale.toml" --phase pretrain \
-        --steps "${PRETRAIN_STEPS:-150}" --lr 1e-3 --eval-every 75 --checkpoint-every 75 \
-        --out "$run-pretrain"
-    init="$(ls "$run-pretrain/checkpoints/"step-*.pt | tail -n 1)"
-    "${launcher[@]}" "${common[@]}" --config "configs/x$scale.toml" --phase gan \
-        --steps "${GAN_STEPS:-10}" --batch-size "${GAN_BATCH_SIZE:-8}" --eval-every 1000 \
-        --checkpoint-every 1000 --log-every 5 \
-        --init "$init" --out "$run-gan" "${vgg[@]}"
-done
 echo
 echo "quickstart: done. Runs, metrics and sample grids are in $db; look at them with:"
 echo "    bash launch/mlflow_ui.sh $db      # then open http://127.0.0.1:5000"

@@ -49,7 +49,7 @@ pip_install() {
 log "installing torch and torchvision"
 pip_install torch==2.14.1 torchvision==0.29.1
 log "installing the project and its pinned dependencies"
-pip_install -e "$root[dev]"
+pip_install -e "${root}[dev]"
 
 log "installing pillow-simd over pillow (last, see above)"
 cflags=""
