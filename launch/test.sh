@@ -1,7 +1,23 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run the whole test suite; extra arguments go to pytest.
+#
+# The tests also drive system programs from Debian, installed here when missing: a one-node
+# SLURM (slurm-wlm, munge; tests/slurm_cluster.py starts and stops the daemons) and headless
+# Chromium with its driver (chromium, chromium-driver) to look at the MLflow UI.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/launch/setup.sh"
+
+test_packages=(slurm-wlm munge chromium chromium-driver)
+missing=()
+for p in "${test_packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "test: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 cd "$root"
 exec .venv/bin/python -m pytest -q "$@"

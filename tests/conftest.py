@@ -99,3 +99,23 @@ def shards_seed(small_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 @pytest.fixture(scope="session")
 def shards_png(small_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_shards(small_root, tmp_path_factory.mktemp("shards-png"), codec="png")
+
+
+# ---- a real one-node SLURM cluster and the recipe run on it (test_slurm, test_mlflow_ui) ----
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory):
+    """munged + slurmctld + slurmd on this machine for the session, stopped by PID after it."""
+    from slurm_cluster import LocalSlurm
+
+    with LocalSlurm(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def slurm_recipe(slurm, shards_faces128: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`slurm/submit_all.sh` run to the end: 4x and 8x, pretrain then GAN, 2 gloo processes."""
+    from slurm_recipe import run_recipe
+
+    return run_recipe(slurm, shards_faces128, tmp_path_factory.mktemp("slurm-recipe"))

@@ -1,0 +1,132 @@
+"""The MLflow UI on the store the SLURM recipe wrote: REST API, then the page in Chromium.
+
+`launch/mlflow_ui.sh` serves it on loopback; Debian's chromium and chromedriver (installed by
+launch/test.sh) render the experiment page headless, driven by Selenium; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import PROJECT_ROOT
+
+RUN_NAMES = ["x4-gan", "x4-pretrain", "x8-gan", "x8-pretrain"]
+EXPERIMENT = "srgan-celeba-faces128"  # real CelebA shards, preset faces128
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(slurm_recipe, tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            ["bash", "launch/mlflow_ui.sh", str(slurm_recipe.runs / "mlflow.db"), str(port)],
+            cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, f"mlflow server exited:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"mlflow server not up:\n{log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def _get(url: str, endpoint: str, **query: str) -> dict:
+    with urllib.request.urlopen(
+        f"{url}{endpoint}?{urllib.parse.urlencode(query)}", timeout=30
+    ) as r:
+        return json.load(r)
+
+
+def _post(url: str, endpoint: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        f"{url}{endpoint}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return json.load(r)
+
+
+def _experiment_id(url: str) -> str:
+    found = _get(url, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=EXPERIMENT)
+    return found["experiment"]["experiment_id"]
+
+
+def test_rest_api_has_both_scales_with_metrics_and_sample_grids(mlflow_server):
+    url = mlflow_server
+    runs = _post(url, "/api/2.0/mlflow/runs/search", {"experiment_ids": [_experiment_id(url)]})
+    by_name = {r["info"]["run_name"]: r for r in runs["runs"]}
+    assert sorted(by_name) == RUN_NAMES
+    for name, run in by_name.items():
+        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        assert {"val/sr_psnr_y", "val/bicubic_psnr_y", "val/sr_ssim_y"} <= set(metrics), name
+        assert metrics["val/bicubic_psnr_y"] > 20  # bicubic on real faces: a sane value
+        listed = _get(url, "/api/2.0/mlflow/artifacts/list", run_id=run["info"]["run_id"],
+                      path="samples")  # fmt: skip
+        grids = [f["path"] for f in listed.get("files", []) if f["path"].endswith(".png")]
+        assert grids, f"{name}: no sample grid among {listed}"
+        query = urllib.parse.urlencode({"path": grids[0], "run_uuid": run["info"]["run_id"]})
+        with urllib.request.urlopen(f"{url}/get-artifact?{query}", timeout=30) as image:
+            assert image.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_experiment_page_lists_both_scales_in_headless_chromium(mlflow_server, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    for tool in ("chromium", "chromedriver"):
+        assert shutil.which(tool), f"{tool} not found: launch/test.sh installs Debian's chromium"
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1600,1000"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    try:
+        driver.get(f"{mlflow_server}/#/experiments/{_experiment_id(mlflow_server)}/runs")
+
+        def lists_all_runs(d: webdriver.Chrome) -> bool:
+            text = d.find_element(By.TAG_NAME, "body").text
+            return all(name in text for name in RUN_NAMES)
+
+        try:
+            WebDriverWait(driver, 60).until(lists_all_runs)
+        finally:
+            shot = tmp_path / "mlflow-experiment.png"
+            driver.save_screenshot(str(shot))
+            if os.environ.get("SRGAN_SCREENSHOT_DIR"):  # how docs/images/ got its picture
+                shutil.copy(shot, Path(os.environ["SRGAN_SCREENSHOT_DIR"]) / shot.name)
+        assert EXPERIMENT in driver.find_element(By.TAG_NAME, "body").text
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        driver.quit()
