@@ -84,21 +84,18 @@ class Tracker:
         database = Path(self.uri[len(prefix) :]).resolve()
         return (database.parent / "mlartifacts" / experiment).as_uri()
 
-    def log_params(self, params: dict[str, Any]) -> None:
-        import mlflow
+    # mlflow is imported inside each guarded call: a machine without it (a bare GPU box) trains
+    # on with one warning instead of failing at the first log call.
 
+    def log_params(self, params: dict[str, Any]) -> None:
         flat = {k: str(v)[:6000] for k, v in _flatten(params).items()}
-        self._guard("log params", mlflow.log_params, flat)
+        self._guard("log params", lambda: _mlflow().log_params(flat))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        import mlflow
-
-        self._guard("log metrics", mlflow.log_metrics, metrics, step=step)
+        self._guard("log metrics", lambda: _mlflow().log_metrics(metrics, step=step))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        import mlflow
-
-        self._guard("log artifact", mlflow.log_artifact, str(path), artifact_path)
+        self._guard("log artifact", lambda: _mlflow().log_artifact(str(path), artifact_path))
 
     def log_model(self, model: Any, name: str, input_example: Any) -> None:
         """Log a PyTorch model; MLflow 3 exports it as a traced graph from `input_example`."""
@@ -117,9 +114,13 @@ class Tracker:
         self._guard("log model", log_model)
 
     def end(self, status: str = "FINISHED") -> None:
-        import mlflow
+        self._guard("end run", lambda: _mlflow().end_run(status=status))
 
-        self._guard("end run", mlflow.end_run, status=status)
+
+def _mlflow() -> Any:
+    import mlflow
+
+    return mlflow
 
 
 def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
