@@ -1,0 +1,64 @@
+"""Counting what a training step costs and what the device could do: FLOPs and peak FLOP/s.
+
+Model FLOP utilisation (MFU) = achieved model FLOP/s / the device's peak for the dtype, with
+the peak measured on the same device in the same process (a large matmul), so a figure never
+rests on a datasheet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from pipeline.config import TrainConfig
+from pipeline.srgan import SRGANModel
+
+PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def step_flops(cfg: TrainConfig, hr_size: int) -> float:
+    """FLOPs per image of one `SRGANModel.train_step` (batch 1, CPU, fp32).
+
+    FlopCounterMode counts matmuls and convolutions, forward and backward; optimizer updates
+    and elementwise ops are left out, as MFU conventionally does. Only the total is returned:
+    its per-module split double-counts backward work when G, VGG and D interleave (seen: the
+    parts of a GAN step summed to 1.33x the total).
+    """
+    model = SRGANModel(_fp32_eager(cfg), hr_size, torch.device("cpu"), world_size=1)
+    side = hr_size // cfg.scale
+    lr, hr = torch.rand(1, 3, side, side), torch.rand(1, 3, hr_size, hr_size) * 2 - 1
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.train_step(lr, hr)
+    return float(counter.get_total_flops())
+
+
+def _fp32_eager(cfg: TrainConfig) -> TrainConfig:
+    vgg = cfg.vgg_weights if cfg.phase == "pretrain" else "random"  # counting needs no weights
+    return dataclasses.replace(
+        cfg, precision="fp32", compile=False, channels_last=False, vgg_weights=vgg
+    )
+
+
+def matmul_peak(device: torch.device, precision: str, seconds: float = 2.0) -> float:
+    """FLOP/s of a large square matmul in `precision` on `device`: the practical peak."""
+    dtype = PEAK_DTYPES[precision]
+    n = 8192 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(3):
+        a @ b
+    sync()
+    runs, start = 0, time.perf_counter()
+    while True:
+        a @ b
+        runs += 1
+        if runs % 5 == 0:
+            sync()
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                return 2 * n**3 * runs / elapsed
