@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Everything GPU-specific, checked and timed in ONE run of at most 8 minutes on a bare machine
+# with one GPU (an H200 here): torch with CUDA, torchvision, pillow and click preinstalled, no
+# network. Prepare on the dev machine with `bash bench/gpu_check_prepare.sh`, then send the
+# project with .gpu-check/ carried (device tool: carry [".gpu-check"]) and run
+#   bash bench/gpu_check.sh
+# Writes its logs and tables to $OUT (default ./gpu-check-out):
+#   gpu_check.log    everything, with the time each part took
+#   gpu_checks.txt   PASS/FAIL of nccl, SyncBatchNorm, AMP bf16/fp16, channels_last, compile,
+#                    DALI nvJPEG vs CPU decode (bench/gpu_checks.py)
+#   train_step.txt   images/s and MFU of pretrain and GAN steps (bench/train_step.py) + .json
+#   train.txt        a short real 4x pretrain on faces128 shards of real CelebA, val PSNR/SSIM
+#                    against bicubic
+# Every part has its own time limit; a failed part is logged and the next one still runs.
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root" || exit 1
+out="${OUT:-$root/gpu-check-out}"
+mkdir -p "$out"
+exec > >(tee "$out/gpu_check.log") 2>&1
+export PYTHONUNBUFFERED=1
+work="${GPU_CHECK_WORK:-/tmp/gpu-check}"
+rm -rf "$work" && mkdir -p "$work"
+python="${PYTHON:-python3}"
+
+part() {  # part NAME SECONDS COMMAND... : run with a time limit, log its duration and status
+    local name="$1" limit="$2" start=$SECONDS status=0
+    shift 2
+    echo "=== $name (limit ${limit}s) $(date -Is)"
+    timeout --kill-after=10 "$limit" "$@" || status=$?
+    echo "=== $name: exit $status after $((SECONDS - start)) s"
+}
+
+part environment 30 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv; \
+    $python -c 'import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda, torch.cuda.is_available())'"
+
+# the few packages the image lacks, from carried wheels; the project runs from this folder
+part install 60 "$python" -m pip install -q --no-index --no-deps --target "$work/site" .gpu-check/wheels/*.whl
+export PYTHONPATH="$work/site:$root"
+
+part shards 90 "$python" -m preprocess.cli shard --celeba-root .gpu-check/celeba \
+    --out "$work/shards" --preset faces128 --workers "$(nproc)"
+
+part gpu_checks 150 bash -c "set -o pipefail; $python bench/gpu_checks.py --data '$work/shards' | tee '$out/gpu_checks.txt'"
+
+part train_step 150 bash -c "set -o pipefail; $python bench/train_step.py ${TRAIN_STEP_ARGS:---precisions fp32,bf16,fp16 \
+    --modes eager --layouts nchw,cl --batch-sizes 64,256 --steps 10 --warmup 3} \
+    --json '$out/train_step.json' | tee '$out/train_step.txt'"
+
+part train_step_compile 120 bash -c "set -o pipefail; $python bench/train_step.py ${COMPILE_STEP_ARGS:---precisions bf16 \
+    --modes compile --layouts nchw,cl --batch-sizes 256 --steps 10 --warmup 3} \
+    --json '$out/train_step_compile.json' | tee '$out/train_step_compile.txt'"
+
+part train 150 bash -c "set -o pipefail; $python -m pipeline.train --data '$work/shards' --scale 4 --phase pretrain \
+    ${TRAIN_ARGS:---steps 3000 --batch-size 64 --lr 1e-3 --precision bf16 --loader-threads 12} \
+    --eval-every 1000 --checkpoint-every 1000 --log-every 100 --out '$work/run' \
+    --tracking-uri 'sqlite:///$work/mlflow.db' 2>&1 | tr '\r' '\n' | grep -v -E 'step/s|s/step' | tee '$out/train.txt'"
+echo "=== done $(date -Is); results in $out"

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Gather what bench/gpu_check.sh needs on a bare GPU machine into .gpu-check/ (git-ignored,
+# sent with the run via the device tool's `carry`; 64 MiB at most with the project):
+#   wheels/  webdataset + braceexpand for Python 3.12 (the device image has torch,
+#            torchvision, pillow, click, numpy, pyyaml, tqdm, psutil, nvidia-ml-py)
+#   celeba/  train and val images of the shared CelebA sample (never the test split) and the
+#            official partition file
+# Not sent: MLflow (825 MB with its dependencies: tracking is off there, the trainer says so
+# once and goes on) and DALI (199 MB wheel, over one run's limit: DALI GPU decoding is then
+# reported as not measured).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+celeba="${1:-$root/../shared/data/celeba}"
+train_images="${TRAIN_IMAGES:-2400}"
+dest="$root/.gpu-check"
+rm -rf "$dest"
+mkdir -p "$dest/wheels" "$dest/celeba/img_align_celeba"
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp --platform manylinux2014_x86_64 -d "$dest/wheels" \
+    webdataset==1.0.2 braceexpand==0.1.7 2> >(grep -v "is ignored" >&2)
+cp "$celeba/list_eval_partition.txt" "$dest/celeba/"
+# of the images present: the first TRAIN_IMAGES of train, all of val, none of test (2)
+ls "$celeba/img_align_celeba" >"$dest/present.txt"
+awk -v n="$train_images" 'NR == FNR {have[$1]; next}
+    ($1 in have) && (($2 == 0 && c++ < n) || $2 == 1) {print $1}' \
+    "$dest/present.txt" "$celeba/list_eval_partition.txt" |
+    sed "s|^|$celeba/img_align_celeba/|" | xargs cp -t "$dest/celeba/img_align_celeba/"
+rm "$dest/present.txt"
+echo "gpu_check_prepare: $(ls "$dest/celeba/img_align_celeba" | wc -l) images, $(du -sh "$dest" | cut -f1) in $dest"
