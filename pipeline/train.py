@@ -69,7 +69,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--resume", help="'auto' (newest valid checkpoint in --out) or a file")
     p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"])
     p.add_argument("--compile", action="store_true", default=None)
-    p.add_argument("--channels-last", action="store_true", default=None)
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NHWC activations [auto: on for CPUs, off on CUDA; see docs/PERFORMANCE.md]",
+    )
     p.add_argument("--tracking-uri", help="MLflow URI [MLFLOW_TRACKING_URI or sqlite:///mlflow.db]")
     p.add_argument("--experiment", help="MLflow experiment [srgan-celeba-<preset>]")
     p.add_argument("--vgg-weights", help="VGG19 state dict file, or 'random' (tests only)")
@@ -195,8 +200,15 @@ def bf16_is_fast(device: torch.device) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def resolve_precision(cfg: TrainConfig, device: torch.device) -> TrainConfig:
-    """Turn 'auto' into the fastest safe choice for the device, and say what was chosen."""
+def resolve_device_defaults(cfg: TrainConfig, device: torch.device) -> TrainConfig:
+    """Turn 'auto' settings into the measured-fastest safe choice for the device, and say what
+    was chosen (numbers in docs/PERFORMANCE.md)."""
+    channels_last = cfg.channels_last
+    if channels_last is None:
+        # CPU: 1.09x-1.16x faster steps with the paper's nets (bench/train_step.py). CUDA:
+        # PixelShuffle has no channels_last kernel; off until bench/gpu_check.sh says otherwise.
+        channels_last = device.type == "cpu"
+        log.info("channels_last %s on %s (auto)", "on" if channels_last else "off", device.type)
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16" if bf16_is_fast(device) else "fp32"
@@ -207,7 +219,7 @@ def resolve_precision(cfg: TrainConfig, device: torch.device) -> TrainConfig:
         log.warning("bf16 is emulated on this %s and will be slow", device.type)
     if precision != cfg.precision:
         log.info("precision %s resolved to %s on %s", cfg.precision, precision, device)
-    return dataclasses.replace(cfg, precision=precision)
+    return dataclasses.replace(cfg, precision=precision, channels_last=channels_last)
 
 
 # ---- the run ------------------------------------------------------------------------------
@@ -494,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     stop = StopRequest()
     device = setup_distributed(place)
-    cfg = resolve_precision(cfg, device)
+    cfg = resolve_device_defaults(cfg, device)
     seed_everything(cfg.seed, cfg.deterministic)
     warn_if_plain_pillow()
     try:

@@ -94,6 +94,18 @@ def test_config_file_then_flags(tmp_path: Path):
         load_config(bad, {})
 
 
+def test_auto_memory_format_is_channels_last_on_cpu_and_flags_override_it():
+    from pipeline.train import parse_args, resolve_device_defaults
+
+    cpu = torch.device("cpu")
+    base = ["--data", "d", "--scale", "4", "--phase", "pretrain"]
+    assert parse_args(base).channels_last is None  # auto until the device is known
+    assert resolve_device_defaults(parse_args(base), cpu).channels_last is True
+    off = parse_args([*base, "--no-channels-last"])
+    assert resolve_device_defaults(off, cpu).channels_last is False
+    assert resolve_device_defaults(parse_args([*base, "--channels-last"]), cpu).channels_last
+
+
 def test_two_processes_train_like_one_with_the_same_global_batch(shards_faces128, tmp_path):
     for world in (1, 2):
         result = subprocess.run(
