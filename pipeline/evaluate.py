@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import save_image
 
-from pipeline.data import LoaderConfig, build_loader
+from pipeline.data import LoaderConfig, SplitShards, build_loader
 from pipeline.distributed import ProcessPlace
 from pipeline.metrics import bicubic_upscale, psnr, ssim
 from preprocess.atomic import tmp_path
@@ -30,10 +30,14 @@ def evaluate(
     max_batches: int = 0,
     grid_path: Path | None = None,
     grid_images: int = 8,
+    shards: SplitShards | None = None,
 ) -> dict[str, float]:
-    """Mean metrics over the split; writes the LR | bicubic | SR | HR grid to grid_path."""
+    """Mean metrics over the split; writes the LR | bicubic | SR | HR grid to grid_path.
+
+    shards: the val split as `open_split` checked it, so each evaluation does not check it again.
+    """
     cfg = dataclasses.replace(loader_cfg, split="val", shuffle=False, flip=False, drop_last=False)
-    loader = build_loader(cfg, ProcessPlace(0, place.local_rank, 1))
+    loader = build_loader(cfg, ProcessPlace(0, place.local_rank, 1), shards)
     scale = cfg.scale
     was_training = generator.training
     generator.eval()

@@ -229,7 +229,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, place: ProcessPlace, device: torch.device) -> None:
         self.cfg, self.place, self.device = cfg, place, device
         self.shards = open_split(cfg.data, "train", cfg.scale)
-        open_split(cfg.data, "val", cfg.scale)  # a broken val split must fail now, not later
+        # checked once, here: a broken val split must fail now, not at the first evaluation
+        self.val_shards = open_split(cfg.data, "val", cfg.scale)
         self.loader_cfg = LoaderConfig(
             data=cfg.data,
             split="train",
@@ -244,7 +245,7 @@ class Trainer:
             prefetch=cfg.loader.prefetch,
             initial_fill=cfg.loader.initial_fill,
         )
-        self.loader = build_loader(self.loader_cfg, place)
+        self.loader = build_loader(self.loader_cfg, place, self.shards)
         self.model = SRGANModel(cfg, self.shards.hr_size, device, place.world_size)
         self.step = 0
         self.run_id: str | None = None
@@ -407,6 +408,7 @@ class Trainer:
                 self.cfg.eval_batches,
                 grid,
                 self.cfg.grid_images,
+                self.val_shards,
             )
             self.tracker.log_metrics(metrics, self.step)
             if grid.is_file():

@@ -211,3 +211,16 @@ def test_gpu_decoding_asked_for_without_cuda_is_an_error(shards_faces128):
         pytest.skip("this machine has CUDA: the error path cannot happen")
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         loader(shards_faces128, decode_device="gpu")
+
+
+def test_a_split_checked_once_is_not_checked_again(shards_faces128, monkeypatch):
+    import pipeline.data.factory as factory
+
+    shards = open_split(shards_faces128, "train", 4)
+    calls = []
+    monkeypatch.setattr(factory, "open_split", lambda *a, **k: calls.append(a))
+    cfg = LoaderConfig(data=shards_faces128, split="train", scale=4, batch_size=4)
+    first = next(iter(build_loader(cfg, SINGLE, shards)))
+    assert calls == [] and first.hr.shape[0] == 4
+    with pytest.raises(ValueError, match="given for a loader of"):
+        build_loader(cfg, SINGLE, open_split(shards_faces128, "val", 4))

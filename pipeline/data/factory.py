@@ -6,7 +6,7 @@ import importlib.util
 import logging
 
 from pipeline.data.config import Loader, LoaderConfig
-from pipeline.data.shardset import open_split
+from pipeline.data.shardset import SplitShards, open_split
 from pipeline.distributed import ProcessPlace
 
 log = logging.getLogger(__name__)
@@ -16,10 +16,23 @@ def dali_available() -> bool:
     return importlib.util.find_spec("nvidia.dali") is not None
 
 
-def build_loader(cfg: LoaderConfig, place: ProcessPlace | None = None) -> Loader:
-    """DALI when installed (or asked for), else the reference loader; shards checked first."""
+def build_loader(
+    cfg: LoaderConfig, place: ProcessPlace | None = None, shards: SplitShards | None = None
+) -> Loader:
+    """DALI when installed (or asked for), else the reference loader; shards checked first.
+
+    `shards`: the split as `open_split` already checked it. The check reads every tar header
+    the index points at (about 160k for full CelebA's train split), so a caller that holds the
+    result passes it instead of paying for the check again.
+    """
     place = place or ProcessPlace.from_env()
-    shards = open_split(cfg.data, cfg.split, cfg.scale)
+    if shards is None:
+        shards = open_split(cfg.data, cfg.split, cfg.scale)
+    elif (shards.data, shards.split, shards.scale) != (cfg.data, cfg.split, cfg.scale):
+        raise ValueError(
+            f"shards of {shards.data} {shards.split} x{shards.scale} given for a loader of "
+            f"{cfg.data} {cfg.split} x{cfg.scale}"
+        )
     backend = cfg.backend
     if backend == "auto":
         backend = "dali" if dali_available() else "reference"
