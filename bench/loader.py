@@ -22,6 +22,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 
 from pipeline.data import LoaderConfig, build_loader  # noqa: E402
+from pipeline.data.factory import dali_available  # noqa: E402
 from pipeline.distributed import ProcessPlace  # noqa: E402
 
 
@@ -52,9 +53,13 @@ def main() -> None:
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     rows = []
-    setups = [("DALI", "cpu"), ("reference", "cpu")]
-    if torch.cuda.is_available():
-        setups.append(("DALI", "gpu"))
+    setups = [("reference", "cpu")]
+    if dali_available():
+        setups.insert(0, ("DALI", "cpu"))
+        if torch.cuda.is_available():
+            setups.append(("DALI", "gpu"))
+    else:
+        print("nvidia-dali is not installed: DALI rows not measured")
     for name, device in setups:
         for threads in sorted({1, cores}):
             cfg = LoaderConfig(

@@ -35,3 +35,25 @@ def test_gan_step_adds_vgg_and_discriminator_work_that_grows_with_them():
 def test_matmul_peak_is_a_plausible_rate():
     peak = matmul_peak(torch.device("cpu"), "fp32", seconds=0.3)
     assert 1e8 < peak < 1e14  # between a slow core and far more than any CPU here
+
+
+def test_train_step_benchmark_prints_a_row_per_setting_and_the_fastest(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from helpers import PROJECT_ROOT
+
+    out = tmp_path / "rows.json"
+    result = subprocess.run(
+        [sys.executable, "bench/train_step.py", "--phases", "pretrain", "--precisions", "fp32",
+         "--layouts", "nchw,cl", "--batch-sizes", "2", "--steps", "1", "--warmup", "1",
+         "--blocks", "1", "--channels", "8", "--d-channels", "4", "--peak-seconds", "0.2",
+         "--json", str(out)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["phase"], r["layout"]) for r in rows] == [("pretrain", "nchw"), ("pretrain", "cl")]
+    assert all(r["images_per_s"] > 0 and 0 < r["mfu"] < 1.5 for r in rows)
+    assert "fastest pretrain: fp32 eager" in result.stdout
