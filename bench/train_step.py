@@ -19,7 +19,6 @@ import dataclasses
 import itertools
 import json
 import sys
-import time
 from pathlib import Path
 
 # bench/preprocess.py would shadow the `preprocess` package: keep this folder off the path.
@@ -28,42 +27,21 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 
 from pipeline.config import ModelConfig, TrainConfig  # noqa: E402
-from pipeline.perf import matmul_peak, step_flops  # noqa: E402
-from pipeline.srgan import SRGANModel  # noqa: E402
+from pipeline.perf import matmul_peak, seconds_per_step, step_flops  # noqa: E402
 from preprocess.protocol import PRESETS  # noqa: E402
-
-
-def time_steps(model: SRGANModel, lr: torch.Tensor, hr: torch.Tensor, warmup: int, steps: int,
-               device: torch.device) -> float:  # fmt: skip
-    """Seconds per step after `warmup` steps (compilation and allocator warm-up)."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        model.train_step(lr, hr)
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.train_step(lr, hr)
-    sync()
-    return (time.perf_counter() - start) / steps
 
 
 def measure(cfg: TrainConfig, hr_size: int, device: torch.device, warmup: int,
             steps: int) -> dict:  # fmt: skip
     """One row: ms/step, images/s and peak device memory, or the error that stopped it."""
     cuda = device.type == "cuda"
-    side = hr_size // cfg.scale
     try:
-        torch.manual_seed(0)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        model = SRGANModel(cfg, hr_size, device, world_size=1)
-        lr = torch.rand(cfg.batch_size, 3, side, side, device=device)
-        hr = torch.rand(cfg.batch_size, 3, hr_size, hr_size, device=device) * 2 - 1
-        seconds = time_steps(model, lr, hr, warmup, steps, device)
+        seconds = seconds_per_step(cfg, hr_size, device, warmup, steps)
     except Exception as exc:  # noqa: BLE001 - a failed row is reported, the table goes on
         return {"error": f"{type(exc).__name__}: {exc}"[:500]}
     finally:
-        model = lr = hr = None
         if cuda:
             torch.cuda.empty_cache()
     memory = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")

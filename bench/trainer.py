@@ -33,26 +33,14 @@ from pipeline.config import ModelConfig, TrainConfig  # noqa: E402
 from pipeline.data import LoaderConfig, build_loader  # noqa: E402
 from pipeline.data.shardset import open_split  # noqa: E402
 from pipeline.distributed import ProcessPlace  # noqa: E402
-from pipeline.srgan import SRGANModel  # noqa: E402
+from pipeline.perf import seconds_per_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def bare_loop(cfg: TrainConfig, hr_size: int, steps: int) -> float:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = SRGANModel(cfg, hr_size, device, world_size=1)
-    side = hr_size // cfg.scale
-    lr = torch.rand(cfg.batch_size, 3, side, side, device=device)
-    hr = torch.rand(cfg.batch_size, 3, hr_size, hr_size, device=device) * 2 - 1
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(3):
-        model.train_step(lr, hr)
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.train_step(lr, hr)
-    sync()
-    return cfg.batch_size * steps / (time.perf_counter() - start)
+    return cfg.batch_size / seconds_per_step(cfg, hr_size, device, warmup=3, steps=steps)
 
 
 def trainer(args: argparse.Namespace, nproc: int, work: Path) -> tuple[float, float]:
@@ -70,8 +58,8 @@ def trainer(args: argparse.Namespace, nproc: int, work: Path) -> tuple[float, fl
            "--checkpoint-every", str(args.steps // 2), "--eval-every", str(10**9),
            "--eval-batches", "1", "--out", str(out), "--tracking-uri", f"sqlite:///{db}",
            "--vgg-weights", "random"]  # fmt: skip
-    if args.channels_last:
-        cmd.append("--channels-last")
+    # explicit both ways: the trainer's auto default differs by device, the bare loop's does not
+    cmd.append("--channels-last" if args.channels_last else "--no-channels-last")
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, env=os.environ)
     client = mlflow.tracking.MlflowClient(f"sqlite:///{db}")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])

@@ -62,3 +62,24 @@ def matmul_peak(device: torch.device, precision: str, seconds: float = 2.0) -> f
             elapsed = time.perf_counter() - start
             if elapsed >= seconds:
                 return 2 * n**3 * runs / elapsed
+
+
+def seconds_per_step(
+    cfg: TrainConfig, hr_size: int, device: torch.device, warmup: int, steps: int
+) -> float:
+    """Seconds per `train_step` of a fresh one-process model on one batch already on the
+    device, after `warmup` steps (compilation, allocator): the model alone, no loader."""
+    torch.manual_seed(0)
+    model = SRGANModel(cfg, hr_size, device, world_size=1)
+    side = hr_size // cfg.scale
+    lr = torch.rand(cfg.batch_size, 3, side, side, device=device)
+    hr = torch.rand(cfg.batch_size, 3, hr_size, hr_size, device=device) * 2 - 1
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        model.train_step(lr, hr)
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_step(lr, hr)
+    sync()
+    return (time.perf_counter() - start) / steps

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +29,10 @@ def tree_bytes(out: Path) -> dict[str, bytes]:
     """Every shard, index and the manifest of an output folder, by relative path."""
     files = sorted(out.glob("*/*.tar")) + sorted(out.glob("*/*.idx")) + [out / "manifest.json"]
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in files}
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -20,17 +20,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from helpers import free_port
+
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 
 
 class SlurmUnavailable(RuntimeError):
     pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _munge_works(env: dict[str, str]) -> bool:
@@ -193,8 +189,8 @@ class LocalSlurm:
         return f"""\
 ClusterName=srgan-test
 SlurmctldHost=localhost
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
 SlurmUser=root
 AuthType=auth/munge
 AuthInfo=cred_expire=15

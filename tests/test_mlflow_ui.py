@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -18,21 +17,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import PROJECT_ROOT
+from helpers import PROJECT_ROOT, free_port
 
 RUN_NAMES = ["x4-gan", "x4-pretrain", "x8-gan", "x8-pretrain"]
 EXPERIMENT = "srgan-celeba-faces128"  # real CelebA shards, preset faces128
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(slurm_recipe, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(
