@@ -106,11 +106,14 @@ def amp_pretrain_tracks_fp32(args) -> str:
     return "loss after 5 steps vs fp32: " + ", ".join(out)
 
 
+def _generator_and_input() -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return SRResNet(4, 4, 32).cuda().eval(), torch.rand(4, 3, 32, 32, device="cuda")
+
+
 @check
 def channels_last_matches_nchw(args) -> str:
-    torch.manual_seed(0)
-    g = SRResNet(4, 4, 32).cuda().eval()
-    x = torch.rand(4, 3, 32, 32, device="cuda")
+    g, x = _generator_and_input()
     with torch.no_grad():
         a = g(x)
         b = g.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
@@ -121,9 +124,7 @@ def channels_last_matches_nchw(args) -> str:
 
 @check
 def compile_matches_eager(args) -> str:
-    torch.manual_seed(0)
-    g = SRResNet(4, 4, 32).cuda().eval()
-    x = torch.rand(4, 3, 32, 32, device="cuda")
+    g, x = _generator_and_input()
     with torch.no_grad():
         eager = g(x)
         start = time.perf_counter()

@@ -24,16 +24,7 @@ fi
 log() { echo "setup: $*"; }
 
 # Headers that pillow-simd compiles against.
-apt_packages=(libjpeg-dev zlib1g-dev)
-missing=()
-for p in "${apt_packages[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
+bash "$root/launch/apt_install.sh" libjpeg-dev zlib1g-dev
 
 if [[ ! -x "$venv/bin/python" ]]; then
     log "creating $venv"

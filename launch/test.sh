@@ -8,16 +8,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/launch/setup.sh"
 
-test_packages=(slurm-wlm munge chromium chromium-driver)
-missing=()
-for p in "${test_packages[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    echo "test: installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+bash "$root/launch/apt_install.sh" slurm-wlm munge chromium chromium-driver
 
 cd "$root"
 exec .venv/bin/python -m pytest -q "$@"
