@@ -23,7 +23,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 
 from pipeline.config import TrainConfig  # noqa: E402
-from pipeline.perf import step_flops  # noqa: E402
+from pipeline.perf import forward_flops, step_flops  # noqa: E402
 from preprocess.protocol import PRESETS  # noqa: E402
 
 # H200 dense bf16 matmul, measured on one (shared/NOTES.md); bench/train_step.py measures the
@@ -39,17 +39,20 @@ def main() -> None:
     print(f"GFLOP per image of one training step (batch 1; ceiling at {args.peak_tflops:g} "
           "TFLOP/s)")  # fmt: skip
     header = (f"{'preset':9} {'HR':>4} {'scale':>5} {'pretrain':>9} {'gan':>8} "
-              f"{'gan - G':>8} {'pretrain img/s':>15} {'gan img/s':>10}")  # fmt: skip
+              f"{'gan - G':>8} {'G fwd':>6} {'D fwd':>6} {'pretrain img/s':>15} "
+              f"{'gan img/s':>10}")  # fmt: skip
     print(header)
     print("-" * len(header))
     for preset, protocol in PRESETS.items():
         for scale in protocol.scales:
             pre = step_flops(TrainConfig(phase="pretrain", scale=scale), protocol.hr_size)
             gan = step_flops(TrainConfig(phase="gan", scale=scale), protocol.hr_size)
+            g_fwd, d_fwd = forward_flops(TrainConfig(scale=scale), protocol.hr_size)
             peak = args.peak_tflops * 1e12
             print(
                 f"{preset:9} {protocol.hr_size:>4} {scale:>5} {pre / 1e9:9.1f} {gan / 1e9:8.1f} "
-                f"{(gan - pre) / 1e9:8.1f} {peak / pre:15,.0f} {peak / gan:10,.0f}"
+                f"{(gan - pre) / 1e9:8.1f} {g_fwd / 1e9:6.1f} {d_fwd / 1e9:6.1f} "
+                f"{peak / pre:15,.0f} {peak / gan:10,.0f}"
             )
 
 

@@ -14,6 +14,10 @@
 #   loader.txt       loader images/s: reference, and DALI CPU/GPU when DALI was sent
 # Part limits add up to 480 s.
 # Every part has its own time limit; a failed part is logged and the next one still runs.
+# GPU_CHECK_BUNDLE: the prepared folder (default .gpu-check). EXTRA_STEP_ARGS,
+# EXTRA_COMPILE_ARGS, EXTRA_TRAIN_ARGS, EXTRA_LOADER_ARGS are appended to a part's flags (the
+# last occurrence of a flag wins): tests/test_gpu_check.py runs the whole script on a CPU with
+# tiny sizes that way, so every flag the device run passes is parsed in CI.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root" || exit 1
@@ -24,6 +28,7 @@ export PYTHONUNBUFFERED=1
 work="${GPU_CHECK_WORK:-/tmp/gpu-check}"
 rm -rf "$work" && mkdir -p "$work"
 python="${PYTHON:-python3}"
+bundle="${GPU_CHECK_BUNDLE:-$root/.gpu-check}"
 
 part() {  # part NAME SECONDS COMMAND... : run with a time limit, log its duration and status
     local name="$1" limit="$2" start=$SECONDS status=0
@@ -37,7 +42,7 @@ part environment 20 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_ver
     $python -c 'import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda, torch.cuda.is_available())'"
 
 # the few packages the image lacks, from carried wheels; the project runs from this folder
-part install 30 "$python" -m pip install -q --no-index --no-deps --target "$work/site" .gpu-check/wheels/*.whl
+part install 30 "$python" -m pip install -q --no-index --no-deps --target "$work/site" "$bundle"/wheels/*.whl
 export PYTHONPATH="$work/site:$root"
 # DALI, if earlier runs on this machine sent it in parts (bench/gpu_dali_parts.sh)
 if [[ -d "${DALI_SITE:-/tmp/site-dali}" ]]; then
@@ -47,23 +52,23 @@ else
     echo "no DALI on this machine: DALI GPU decoding is NOT measured in this run"
 fi
 
-part shards 40 "$python" -m preprocess.cli shard --celeba-root .gpu-check/celeba \
+part shards 40 "$python" -m preprocess.cli shard --celeba-root "$bundle/celeba" \
     --out "$work/shards" --preset faces128 --workers "$(nproc)"
 
 part gpu_checks 80 bash -c "set -o pipefail; $python bench/gpu_checks.py --data '$work/shards' | tee '$out/gpu_checks.txt'"
 
-part train_step 90 bash -c "set -o pipefail; $python bench/train_step.py ${TRAIN_STEP_ARGS:---precisions fp32,bf16,fp16 \
-    --modes eager --layouts nchw,cl --batch-sizes 64,256 --steps 10 --warmup 3} \
+part train_step 90 bash -c "set -o pipefail; $python bench/train_step.py --precisions fp32,bf16,fp16 \
+    --modes eager --layouts nchw,cl --batch-sizes 64,256 --steps 10 --warmup 3 ${EXTRA_STEP_ARGS:-} \
     --json '$out/train_step.json' | tee '$out/train_step.txt'"
 
-part train_step_compile 70 bash -c "set -o pipefail; $python bench/train_step.py ${COMPILE_STEP_ARGS:---precisions bf16 \
-    --modes compile --layouts nchw,cl --batch-sizes 256 --steps 10 --warmup 3} \
+part train_step_compile 70 bash -c "set -o pipefail; $python bench/train_step.py --precisions bf16 \
+    --modes compile --layouts nchw,cl --batch-sizes 256 --steps 10 --warmup 3 ${EXTRA_COMPILE_ARGS:-} \
     --json '$out/train_step_compile.json' | tee '$out/train_step_compile.txt'"
 
 part train 100 bash -c "set -o pipefail; $python -m pipeline.train --data '$work/shards' --scale 4 --phase pretrain \
-    ${TRAIN_ARGS:---steps 3000 --batch-size 64 --lr 1e-3 --precision bf16 --loader-threads 12} \
-    --eval-every 1000 --checkpoint-every 1000 --log-every 100 --out '$work/run' \
+    --steps 3000 --batch-size 64 --lr 1e-3 --precision bf16 --loader-threads 12 \
+    --eval-every 1000 --checkpoint-every 1000 --log-every 100 ${EXTRA_TRAIN_ARGS:-} --out '$work/run' \
     --tracking-uri 'sqlite:///$work/mlflow.db' 2>&1 | tr '\r' '\n' | grep -v -E 'step/s|s/step' | tee '$out/train.txt'"
-part loader 50 bash -c "set -o pipefail; $python bench/loader.py --data '$work/shards' --seconds 4 \
+part loader 50 bash -c "set -o pipefail; $python bench/loader.py --data '$work/shards' --seconds 4 ${EXTRA_LOADER_ARGS:-} \
     | tee '$out/loader.txt'"
 echo "=== done $(date -Is); results in $out"

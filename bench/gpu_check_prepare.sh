@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Gather what bench/gpu_check.sh needs on a bare GPU machine into .gpu-check/ (git-ignored,
-# sent with the run via the device tool's `carry`; 64 MiB at most with the project):
+# sent with the run via the device tool's `carry`; 64 MiB at most with the project; another
+# folder with GPU_CHECK_BUNDLE):
 #   wheels/  webdataset + braceexpand for Python 3.12 (the device image has torch,
 #            torchvision, pillow, click, numpy, pyyaml, tqdm, psutil, nvidia-ml-py)
 #   celeba/  train and val images of the shared CelebA sample (never the test split) and the
 #            official partition file
 # Not sent: MLflow (825 MB with its dependencies: tracking is off there, the trainer says so
-# once and goes on) and DALI (199 MB wheel, over one run's limit: DALI GPU decoding is then
-# reported as not measured).
+# once and goes on) and DALI (199 MB wheel, over one run's limit: bench/gpu_dali_parts.sh
+# sends it in parts over consecutive runs; without it DALI GPU decoding is reported as not
+# measured).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 celeba="${1:-$root/../shared/data/celeba}"
 train_images="${TRAIN_IMAGES:-2400}"
-dest="$root/.gpu-check"
+dest="${GPU_CHECK_BUNDLE:-$root/.gpu-check}"
 rm -rf "$dest"
 mkdir -p "$dest/wheels" "$dest/celeba/img_align_celeba"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \

@@ -36,6 +36,25 @@ def step_flops(cfg: TrainConfig, hr_size: int) -> float:
     return float(counter.get_total_flops())
 
 
+def forward_flops(cfg: TrainConfig, hr_size: int) -> tuple[float, float]:
+    """FLOPs per image of one forward of G and one of D (batch 1, CPU, fp32): the units a
+    step's count is made of, so a count can be checked against the work the step should do."""
+    gan_cfg = dataclasses.replace(cfg, phase="gan")
+    model = SRGANModel(_fp32_eager(gan_cfg), hr_size, torch.device("cpu"), world_size=1)
+    assert model.d_raw is not None
+    side = hr_size // cfg.scale
+    counts = []
+    for net, image in (
+        (model.g, torch.rand(1, 3, side, side)),
+        (model.d_raw, torch.rand(1, 3, hr_size, hr_size)),
+    ):
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            net(image)
+        counts.append(float(counter.get_total_flops()))
+    return counts[0], counts[1]
+
+
 def _fp32_eager(cfg: TrainConfig) -> TrainConfig:
     vgg = cfg.vgg_weights if cfg.phase == "pretrain" else "random"  # counting needs no weights
     return dataclasses.replace(

@@ -7,7 +7,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.archs import SRResNet
 from pipeline.config import ModelConfig, TrainConfig
-from pipeline.perf import matmul_peak, step_flops
+from pipeline.perf import forward_flops, matmul_peak, step_flops
+from pipeline.srgan import SRGANModel
 
 TINY = ModelConfig(blocks=2, channels=8, d_channels=4)
 
@@ -30,6 +31,27 @@ def test_gan_step_adds_vgg_and_discriminator_work_that_grows_with_them():
     # VGG19 to relu5_4 forward on SR and HR plus backward to SR dwarfs this tiny G
     assert gan > 10 * pretrain
     assert gan_wider_d > gan  # D's convolutions are counted too
+
+
+def test_gan_step_runs_g_once_and_keeps_d_weights_out_of_the_g_update():
+    # Our GAN step: G forward + backward (3 G forwards), the content loss's VGG work, D on SR
+    # for G's adversarial term with D frozen (forward + backward to SR: 2 D forwards), then D
+    # forward + backward on real and fake (3 each): 3G + content + 8D, less the first convs'
+    # input gradients that nobody needs. A second G forward (regenerating SR for the D update)
+    # or D weight gradients in the G update would each add a whole G or D forward.
+    model_cfg = ModelConfig(blocks=2, channels=8, d_channels=16)
+    cfg = TrainConfig(phase="gan", scale=4, model=model_cfg, vgg_weights="random",
+                      precision="fp32", channels_last=False)  # fmt: skip
+    g_forward, d_forward = forward_flops(cfg, hr_size=64)
+    content_loss = SRGANModel(cfg, 64, torch.device("cpu"), world_size=1).content
+    assert content_loss is not None
+    sr = torch.rand(1, 3, 64, 64, requires_grad=True)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        content_loss(sr, torch.rand(1, 3, 64, 64)).backward()
+    expected = 3 * g_forward + counter.get_total_flops() + 8 * d_forward
+    counted = step_flops(cfg, hr_size=64)
+    assert expected - 0.25 * d_forward < counted <= expected
 
 
 def test_matmul_peak_is_a_plausible_rate():
