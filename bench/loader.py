@@ -1,9 +1,11 @@
 """Loader throughput: images/s of each loader on the same shards, side by side in one run.
 
     python bench/loader.py --data OUT [--scale 4|8] [--batch-size N] [--seconds S]
+        [--prefetch 2[,4,...]]
 
 Rows: DALI in CPU-only mode, the reference loader (webdataset + DataLoader), and DALI with
-GPU decoding when CUDA is present; each at 1 thread/worker and at all cores. Each row runs
+GPU decoding when CUDA is present; each at 1 thread/worker and at all cores, and at each
+--prefetch depth (DALI's prefetch queue, the DataLoader's prefetch factor). Each row runs
 whole epochs (training settings: shuffle and flip on) for at least --seconds after a warm-up
 batch, and counts the images that reached the caller as tensors on the training device.
 """
@@ -11,6 +13,7 @@ batch, and counts the images that reached the caller as tensors on the training 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -50,6 +53,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--split", default="train")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--prefetch", default=str(LoaderConfig.prefetch), help="comma list")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     rows = []
@@ -60,8 +64,9 @@ def main() -> None:
             setups.append(("DALI", "gpu"))
     else:
         print("nvidia-dali is not installed: DALI rows not measured")
+    depths = [int(d) for d in args.prefetch.split(",")]
     for name, device in setups:
-        for threads in sorted({1, cores}):
+        for threads, prefetch in itertools.product(sorted({1, cores}), depths):
             cfg = LoaderConfig(
                 data=args.data,
                 split=args.split,
@@ -70,16 +75,24 @@ def main() -> None:
                 backend="dali" if name == "DALI" else "reference",
                 decode_device=device,
                 threads=threads,
+                prefetch=prefetch,
             )
-            rows.append((name, device, threads, measure(cfg, args.seconds)))
-    baseline = next(r[3] for r in rows if r[0] == "reference" and r[2] == cores)
+            rows.append((name, device, threads, prefetch, measure(cfg, args.seconds)))
+    base_depth = LoaderConfig.prefetch if LoaderConfig.prefetch in depths else depths[0]
+    baseline = next(
+        r[4] for r in rows if r[0] == "reference" and r[2] == cores and r[3] == base_depth
+    )
     print(
         f"\n{args.data} {args.split}, scale {args.scale}, batch {args.batch_size}, "
         f"{cores} CPU cores, {torch.__version__}"
     )
-    print("| loader | decode | CPU threads | images/s | vs reference |\n|---|---|---|---|---|")
-    for name, device, threads, rate in rows:
-        print(f"| {name} | {device} | {threads} | {rate:.0f} | {rate / baseline:.2f}x |")
+    vs = f"vs reference ({cores} workers, prefetch {base_depth})"
+    print(f"| loader | decode | CPU threads | prefetch | images/s | {vs} |")
+    print("|---|---|---|---|---|---|")
+    for name, device, threads, prefetch, rate in rows:
+        print(
+            f"| {name} | {device} | {threads} | {prefetch} | {rate:.0f} | {rate / baseline:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

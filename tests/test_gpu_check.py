@@ -92,4 +92,5 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
     assert all(r["images_per_s"] > 0 for r in rows), rows
     train = (out / "train.txt").read_text()
     assert len(re.findall(r"step [24]: val PSNR-Y [\d.]+ dB \(bicubic [\d.]+\)", train)) == 2, train
-    assert re.search(r"^\| DALI \| cpu \| 1 \| [1-9]\d* \|", (out / "loader.txt").read_text(), re.M)
+    dali_row = r"^\| DALI \| cpu \| 1 \| 2 \| [1-9]\d* \|"  # 1 thread, prefetch 2, images/s
+    assert re.search(dali_row, (out / "loader.txt").read_text(), re.MULTILINE)
