@@ -2,7 +2,7 @@
 
     python bench/trainer.py --data SHARDS [--scale 4] [--phase pretrain] [--batch-size 16]
         [--blocks 4 --channels 32 --d-channels 16] [--steps 60] [--channels-last]
-        [--precision fp32] [--nproc 1,2]
+        [--precision fp32] [--nproc 1,2] [--threads-per-process N]
 
 Rows, all in one run on the same shards and model:
 - bare loop: `SRGANModel.train_step` on one batch already in memory, no loader, no logging;
@@ -12,6 +12,8 @@ Rows, all in one run on the same shards and model:
 - the loader alone (training settings, this process): images/s it can deliver.
 Then: trainer / bare loop (target >= 0.90), loader headroom = loader / trainer images/s
 (target > 1.5 on a GPU), and DDP efficiency = N-process images/s / (N x 1-process images/s).
+On a CPU, --threads-per-process 1 makes that comparison core for core: by default one process
+uses every core, so N processes on the same cores cannot be N times faster.
 """
 
 from __future__ import annotations
@@ -60,7 +62,10 @@ def trainer(args: argparse.Namespace, nproc: int, work: Path) -> tuple[float, fl
            "--vgg-weights", "random"]  # fmt: skip
     # explicit both ways: the trainer's auto default differs by device, the bare loop's does not
     cmd.append("--channels-last" if args.channels_last else "--no-channels-last")
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, env=os.environ)
+    env = dict(os.environ)
+    if args.threads_per_process:
+        env["OMP_NUM_THREADS"] = str(args.threads_per_process)  # torchrun keeps a value set
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, env=env)
     client = mlflow.tracking.MlflowClient(f"sqlite:///{db}")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     ips = [m.value for m in client.get_metric_history(run.info.run_id, "perf/images_per_s")]
@@ -95,7 +100,10 @@ def main() -> None:
     p.add_argument("--precision", default="fp32")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--nproc", default="1,2", help="process counts for the trainer rows")
+    p.add_argument("--threads-per-process", type=int, help="CPU threads of each process")
     args = p.parse_args()
+    if args.threads_per_process:
+        torch.set_num_threads(args.threads_per_process)  # the bare loop, like each trainer
 
     hr_size = open_split(args.data, "train", args.scale).manifest["hr_size"]
     cfg = TrainConfig(phase=args.phase, scale=args.scale, batch_size=args.batch_size,
@@ -105,6 +113,7 @@ def main() -> None:
     layout = "channels_last" if args.channels_last else "NCHW"
     print(f"x{args.scale} {args.phase}, batch {args.batch_size} per process, B{args.blocks} "
           f"C{args.channels}, {args.precision}, {layout}, {os.cpu_count()} cores, "
+          f"{torch.get_num_threads()} threads per process, "
           f"CUDA: {torch.cuda.is_available()}")  # fmt: skip
     bare = bare_loop(cfg, hr_size, args.steps)
     print(f"{'bare loop, 1 process':34} {bare:9.1f} img/s")
