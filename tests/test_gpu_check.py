@@ -15,6 +15,8 @@ from pathlib import Path
 from conftest import shared_celeba
 from helpers import PROJECT_ROOT
 
+from preprocess.celeba import read_partition
+
 DEVICE_RUN_LIMIT = 64 * 2**20  # what one device run may carry: project + bundle
 TINY_NETS = "--blocks 1 --channels 8 --d-channels 4"
 TINY_STEP = f"--precisions fp32 --batch-sizes 1 --steps 1 --warmup 1 --peak-seconds 0.2 {TINY_NETS}"
@@ -27,9 +29,9 @@ def _tracked_bytes() -> int:
     return sum((PROJECT_ROOT / f.decode()).stat().st_size for f in files if f)
 
 
-def _partition(celeba: Path) -> dict[str, int]:
-    rows = (line.split() for line in (celeba / "list_eval_partition.txt").read_text().splitlines())
-    return {name: int(split) for name, split in rows}
+def _split_of(celeba: Path) -> dict[str, str]:
+    splits = read_partition(celeba / "list_eval_partition.txt")
+    return {name: split for split, names in splits.items() for name in names}
 
 
 def _env(**values: str | Path) -> dict[str, str]:
@@ -47,13 +49,11 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert prepared.returncode == 0, prepared.stderr[-2000:]
-    splits = _partition(celeba)
-    sent = [splits[p.name] for p in (bundle / "celeba" / "img_align_celeba").iterdir()]
-    present_val = sum(
-        splits[p.name] == 1 for p in (celeba / "img_align_celeba").iterdir()
-    )  # fmt: skip
-    assert 2 not in sent  # the test split stays for final evaluation
-    assert sent.count(1) == present_val and sent.count(0) == 2400
+    split_of = _split_of(celeba)
+    sent = [split_of[p.name] for p in (bundle / "celeba" / "img_align_celeba").iterdir()]
+    present_val = sum(split_of[p.name] == "val" for p in (celeba / "img_align_celeba").iterdir())
+    assert "test" not in sent  # the test split stays for final evaluation
+    assert sent.count("val") == present_val and sent.count("train") == 2400
     assert sorted(re.sub(r"-.*", "", w.name) for w in (bundle / "wheels").iterdir()) == [
         "braceexpand", "webdataset",
     ]  # fmt: skip
