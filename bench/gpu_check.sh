@@ -9,10 +9,10 @@
 #   gpu_checks.txt   PASS/FAIL of nccl, SyncBatchNorm, AMP bf16/fp16, channels_last, compile,
 #                    DALI nvJPEG vs CPU decode (bench/gpu_checks.py)
 #   train_step.txt   images/s and MFU of pretrain and GAN steps (bench/train_step.py) + .json
-#   train.txt        a short real 4x pretrain on faces128 shards of real CelebA, val PSNR/SSIM
+#   train.txt        a short real 4x pretrain (1,000 steps) on faces128 shards of real CelebA, val PSNR/SSIM
 #                    against bicubic
 #   loader.txt       loader images/s: reference, and DALI CPU/GPU when DALI was sent
-# Part limits add up to 480 s.
+# Part limits add up to 475 s (sized from the first H200 run, 2026-11-29: 372 s in all).
 # Every part has its own time limit; a failed part is logged and the next one still runs.
 # GPU_CHECK_BUNDLE: the prepared folder (default .gpu-check). EXTRA_STEP_ARGS,
 # EXTRA_COMPILE_ARGS, EXTRA_TRAIN_ARGS, EXTRA_LOADER_ARGS are appended to a part's flags (the
@@ -38,11 +38,11 @@ part() {  # part NAME SECONDS COMMAND... : run with a time limit, log its durati
     echo "=== $name: exit $status after $((SECONDS - start)) s"
 }
 
-part environment 20 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv; \
+part environment 15 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv; \
     $python -c 'import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda, torch.cuda.is_available())'"
 
 # the few packages the image lacks, from carried wheels; the project runs from this folder
-part install 30 "$python" -m pip install -q --no-index --no-deps --target "$work/site" "$bundle"/wheels/*.whl
+part install 20 "$python" -m pip install -q --no-index --no-deps --target "$work/site" "$bundle"/wheels/*.whl
 export PYTHONPATH="$work/site:$root"
 # DALI, if earlier runs on this machine sent it in parts (bench/gpu_dali_parts.sh)
 if [[ -d "${DALI_SITE:-/tmp/site-dali}" ]]; then
@@ -52,23 +52,23 @@ else
     echo "no DALI on this machine: DALI GPU decoding is NOT measured in this run"
 fi
 
-part shards 40 "$python" -m preprocess.cli shard --celeba-root "$bundle/celeba" \
+part shards 20 "$python" -m preprocess.cli shard --celeba-root "$bundle/celeba" \
     --out "$work/shards" --preset faces128 --workers "$(nproc)"
 
-part gpu_checks 80 bash -c "set -o pipefail; $python bench/gpu_checks.py --data '$work/shards' | tee '$out/gpu_checks.txt'"
+part gpu_checks 100 bash -c "set -o pipefail; $python bench/gpu_checks.py --data '$work/shards' | tee '$out/gpu_checks.txt'"
 
-part train_step 90 bash -c "set -o pipefail; $python bench/train_step.py --precisions fp32,bf16,fp16 \
+part train_step 70 bash -c "set -o pipefail; $python bench/train_step.py --precisions fp32,bf16,fp16 \
     --modes eager --layouts nchw,cl --batch-sizes 64,256 --steps 10 --warmup 3 ${EXTRA_STEP_ARGS:-} \
     --json '$out/train_step.json' | tee '$out/train_step.txt'"
 
-part train_step_compile 70 bash -c "set -o pipefail; $python bench/train_step.py --precisions bf16 \
-    --modes compile --layouts nchw,cl --batch-sizes 256 --steps 10 --warmup 3 ${EXTRA_COMPILE_ARGS:-} \
+part train_step_compile 90 bash -c "set -o pipefail; $python bench/train_step.py --precisions bf16 \
+    --modes compile --layouts cl --batch-sizes 256 --steps 10 --warmup 3 ${EXTRA_COMPILE_ARGS:-} \
     --json '$out/train_step_compile.json' | tee '$out/train_step_compile.txt'"
 
-part train 100 bash -c "set -o pipefail; $python -m pipeline.train --data '$work/shards' --scale 4 --phase pretrain \
-    --steps 3000 --batch-size 64 --lr 1e-3 --precision bf16 --loader-threads 12 \
-    --eval-every 1000 --checkpoint-every 1000 --log-every 100 ${EXTRA_TRAIN_ARGS:-} --out '$work/run' \
-    --tracking-uri 'sqlite:///$work/mlflow.db' 2>&1 | tr '\r' '\n' | grep -v -E 'step/s|s/step' | tee '$out/train.txt'"
+part train 110 bash -c "set -o pipefail; $python -m pipeline.train --data '$work/shards' --scale 4 --phase pretrain \
+    --steps 1000 --batch-size 64 --lr 1e-3 --precision bf16 --loader-threads 12 \
+    --eval-every 500 --checkpoint-every 500 --log-every 100 ${EXTRA_TRAIN_ARGS:-} --out '$work/run' \
+    --tracking-uri 'sqlite:///$work/mlflow.db' 2>&1 | tr '\r' '\n' | grep --line-buffered -v -E 'step/s\]|s/step\]' | tee '$out/train.txt'"
 part loader 50 bash -c "set -o pipefail; $python bench/loader.py --data '$work/shards' --seconds 4 ${EXTRA_LOADER_ARGS:-} \
     | tee '$out/loader.txt'"
 echo "=== done $(date -Is); results in $out"

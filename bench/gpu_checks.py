@@ -113,13 +113,15 @@ def _generator_and_input() -> tuple[nn.Module, torch.Tensor]:
 
 @check
 def channels_last_matches_nchw(args) -> str:
+    # In strict fp32: under TF32 (cuDNN's default) the two layouts pick different algorithms
+    # and differed by 4.1e-4 on the H200 (2026-11-29), which says nothing about the layout.
     g, x = _generator_and_input()
-    with torch.no_grad():
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
         a = g(x)
         b = g.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
     diff = (a - b).abs().max().item()
     assert diff < 1e-4, diff
-    return f"max |diff| {diff:.1e}"
+    return f"max |diff| {diff:.1e} (strict fp32)"
 
 
 @check

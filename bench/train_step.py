@@ -27,7 +27,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 
 from pipeline.config import ModelConfig, TrainConfig  # noqa: E402
-from pipeline.perf import matmul_peak, seconds_per_step, step_flops  # noqa: E402
+from pipeline.perf import matmul_peak, peak_label, seconds_per_step, step_flops  # noqa: E402
 from preprocess.protocol import PRESETS  # noqa: E402
 
 
@@ -78,7 +78,8 @@ def main() -> None:
     peaks = {}
     for precision in args.precisions.split(","):
         peaks[precision] = matmul_peak(device, precision, args.peak_seconds)
-        print(f"peak ({precision} matmul): {peaks[precision] / unit:,.1f} {unit_name}")
+        label = peak_label(device, precision)
+        print(f"peak ({label} matmul): {peaks[precision] / unit:,.1f} {unit_name}")
     header = (f"{'phase':8} {'prec':5} {'mode':7} {'layout':6} {'batch':>5} {'ms/step':>9} "
               f"{'img/s':>9} {unit_name:>8} {'MFU':>6} {'mem GiB':>8}")  # fmt: skip
     rows = []

@@ -194,7 +194,7 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 
 def bf16_is_fast(device: torch.device) -> bool:
     """bf16 pays off on GPUs that support it and on CPUs with AVX-512 BF16 or AMX; emulated
-    bf16 (e.g. AVX2 CPUs) made a small SRResNet step 19x slower than fp32 here."""
+    bf16 (e.g. AVX2 CPUs) made train steps 16x-49x slower than fp32 here (docs/PERFORMANCE.md)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -205,9 +205,9 @@ def resolve_device_defaults(cfg: TrainConfig, device: torch.device) -> TrainConf
     was chosen (numbers in docs/PERFORMANCE.md)."""
     channels_last = cfg.channels_last
     if channels_last is None:
-        # CPU: 1.09x-1.16x faster steps with the paper's nets (bench/train_step.py). CUDA:
-        # PixelShuffle has no channels_last kernel; off until bench/gpu_check.sh says otherwise.
-        channels_last = device.type == "cpu"
+        # Faster on both in bench/train_step.py (docs/PERFORMANCE.md): CPU 1.01x-1.4x; H200
+        # 1.0x-1.6x, bf16 at batch 256 1.47x (pretrain) and 1.57x (GAN). Other devices: unmeasured.
+        channels_last = device.type in ("cpu", "cuda")
         log.info("channels_last %s on %s (auto)", "on" if channels_last else "off", device.type)
     precision = cfg.precision
     if precision == "auto":

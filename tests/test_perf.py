@@ -7,7 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.archs import SRResNet
 from pipeline.config import ModelConfig, TrainConfig
-from pipeline.perf import forward_flops, matmul_peak, step_flops
+from pipeline.perf import forward_flops, matmul_peak, peak_label, step_flops
 from pipeline.srgan import SRGANModel
 
 TINY = ModelConfig(blocks=2, channels=8, d_channels=4)
@@ -79,3 +79,15 @@ def test_train_step_benchmark_prints_a_row_per_setting_and_the_fastest(tmp_path)
     assert [(r["phase"], r["layout"]) for r in rows] == [("pretrain", "nchw"), ("pretrain", "cl")]
     assert all(r["images_per_s"] > 0 and 0 < r["mfu"] < 1.5 for r in rows)
     assert "fastest pretrain: fp32 eager" in result.stdout
+
+
+def test_fp32_peak_on_cuda_is_labelled_by_the_precision_convolutions_run_in():
+    # On the H200 a strict-fp32 peak made TF32 convolutions show 191% MFU; the label (and
+    # the peak) follow cuDNN's TF32 flag. Touches no CUDA API, so it holds without a GPU.
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=True):
+        assert peak_label(cuda, "fp32") == "fp32 as tf32"
+        assert peak_label(cpu, "fp32") == "fp32"
+        assert peak_label(cuda, "bf16") == "bf16"
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        assert peak_label(cuda, "fp32") == "fp32"

@@ -94,13 +94,16 @@ def test_config_file_then_flags(tmp_path: Path):
         load_config(bad, {})
 
 
-def test_auto_memory_format_is_channels_last_on_cpu_and_flags_override_it():
+def test_auto_memory_format_is_channels_last_on_cpu_and_cuda_and_flags_override_it():
     from pipeline.train import parse_args, resolve_device_defaults
 
     cpu = torch.device("cpu")
-    base = ["--data", "d", "--scale", "4", "--phase", "pretrain"]
+    base = ["--data", "d", "--scale", "4", "--phase", "pretrain", "--precision", "fp32"]
     assert parse_args(base).channels_last is None  # auto until the device is known
     assert resolve_device_defaults(parse_args(base), cpu).channels_last is True
+    # resolving touches no CUDA API, so this holds on machines without a GPU too
+    assert resolve_device_defaults(parse_args(base), torch.device("cuda")).channels_last is True
+    assert resolve_device_defaults(parse_args(base), torch.device("mps")).channels_last is False
     off = parse_args([*base, "--no-channels-last"])
     assert resolve_device_defaults(off, cpu).channels_last is False
     assert resolve_device_defaults(parse_args([*base, "--channels-last"]), cpu).channels_last
