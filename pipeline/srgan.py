@@ -113,13 +113,16 @@ class SRGANModel:
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g_loss).backward()
         self.scaler.step(self.opt_g)
-        # Discriminator: each DDP forward followed by its own backward.
+        # Discriminator: each DDP forward followed by its own backward. The real pass's
+        # gradients stay local (no_sync) and the fake pass's backward all-reduces their sum:
+        # one all-reduce of D's gradients per step (556 MB in fp32 at HR 256), not two.
         self.d_raw.requires_grad_(True)
         self.opt_d.zero_grad(set_to_none=True)
-        with self.autocast():
-            real_logits = self.d(hr)
-        d_real = adversarial_loss(real_logits, real=True)
-        self.scaler.scale(d_real).backward()
+        with self._local_gradients(self.d):
+            with self.autocast():
+                real_logits = self.d(hr)
+            d_real = adversarial_loss(real_logits, real=True)
+            self.scaler.scale(d_real).backward()
         with self.autocast():
             fake_logits = self.d(sr.detach())
         d_fake = adversarial_loss(fake_logits, real=False)
@@ -134,6 +137,12 @@ class SRGANModel:
             "d/real_prob": torch.sigmoid(real_logits.detach().float()).mean(),
             "d/fake_prob": torch.sigmoid(fake_logits.detach().float()).mean(),
         }
+
+    @staticmethod
+    def _local_gradients(net: nn.Module) -> contextlib.AbstractContextManager:
+        """DDP's no_sync for `net` (also under torch.compile); nothing to skip on 1 process."""
+        ddp = getattr(net, "_orig_mod", net)
+        return ddp.no_sync() if isinstance(ddp, DDP) else contextlib.nullcontext()
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {

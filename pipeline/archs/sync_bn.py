@@ -18,8 +18,9 @@ class AllReduceBatchNorm2d(nn.BatchNorm2d):
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         channels = x.shape[1]
-        x32 = x.float()
-        count = x.new_full((1,), x.numel() // channels, dtype=torch.float32)
+        # statistics in fp32 at least (bf16/fp16 activations), in float64 when given float64
+        x32 = x.to(torch.promote_types(x.dtype, torch.float32))
+        count = x32.new_full((1,), x.numel() // channels)
         local = torch.cat([x32.sum(dim=(0, 2, 3)), (x32 * x32).sum(dim=(0, 2, 3)), count])
         total = dist_fn.all_reduce(local)
         n = total[-1]
