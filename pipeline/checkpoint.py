@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from pipeline.archs import SRResNet
 from preprocess.atomic import atomic_open
 
 log = logging.getLogger(__name__)
@@ -55,3 +56,34 @@ def newest_valid_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | No
         except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped the same way
             log.warning("skipping unreadable checkpoint %s: %s", path, exc)
     return None
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; one line naming the file and the problem."""
+
+
+def find_checkpoint(path: Path, what: str = "checkpoint") -> tuple[Path, dict[str, Any]]:
+    """A checkpoint file, or a run folder's newest readable one (in its checkpoints/ or in it),
+    so a job can name a run before that run has written anything."""
+    if path.is_dir():
+        found = newest_valid_checkpoint(path / "checkpoints") or newest_valid_checkpoint(path)
+        if found is None:
+            raise CheckpointError(f"{path}: {what} folder holds no readable checkpoint")
+        return found
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {what} not found")
+    try:
+        return path, load_checkpoint(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
+
+
+def generator_from(state: dict[str, Any], path: Path) -> SRResNet:
+    """The trained generator of a pipeline.train checkpoint, on the CPU, in eval mode."""
+    try:
+        config, weights = state["config"], state["model"]["generator"]
+        model = SRResNet(config["scale"], config["model"]["blocks"], config["model"]["channels"])
+    except (KeyError, TypeError):
+        raise CheckpointError(f"{path}: not a pipeline.train checkpoint (no generator)") from None
+    model.load_state_dict(weights)
+    return model.eval()

@@ -71,7 +71,8 @@ class TrainConfig:
     deterministic: bool = False
     log_every: int = 10
     eval_every: int = 1000
-    eval_batches: int = 0  # 0: the whole val split
+    eval_batches: int = 0  # 0: the whole val split; N: at most N batches per process
+    eval_precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # the generator while scoring
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     grid_images: int = 8
@@ -85,6 +86,10 @@ class TrainConfig:
             raise ValueError(f"scale must be 2, 4 or 8, got {self.scale}")
         if self.phase not in ("pretrain", "gan"):
             raise ValueError(f"phase must be pretrain or gan, got {self.phase!r}")
+        if self.eval_precision not in ("bf16", "fp16", "fp32"):
+            raise ValueError(
+                f"eval precision must be bf16, fp16 or fp32, got {self.eval_precision!r}"
+            )
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
         for name in (

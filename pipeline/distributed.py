@@ -1,9 +1,19 @@
-"""Where this process sits in a torchrun job, read from the environment torchrun sets."""
+"""Where this process sits in a torchrun job, and the few collectives the pipeline needs.
+
+Two process groups: the default one (nccl on GPUs, gloo on CPUs) carries gradients and metric
+sums on the training device; a second, gloo on the CPU, carries control messages (stop votes,
+shard-check verdicts, cache entries), so agreeing on them never waits for the GPU and never
+interleaves with DDP's gradient all-reduces.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
 
 
 @dataclass(frozen=True)
@@ -29,3 +39,50 @@ class ProcessPlace:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+_control_group: Any = None  # the CPU gloo group of this job, made by init_distributed
+
+
+def init_distributed(place: ProcessPlace) -> torch.device:
+    """The training device, with the process groups set up when there are several ranks."""
+    global _control_group
+    if torch.cuda.is_available():
+        device = torch.device("cuda", place.local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if place.world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        _control_group = dist.new_group(backend="gloo")
+    return device
+
+
+def distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def control_group() -> Any:
+    """The CPU gloo group (the default group if this process did not make one)."""
+    return _control_group if _control_group is not None else dist.group.WORLD
+
+
+def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """In place, on the tensor's device (the default group); unchanged on one process."""
+    if distributed():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank (over the CPU group)."""
+    if not distributed():
+        return [value]
+    values: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value, group=control_group())
+    return values
+
+
+def first_problem(problem: str | None) -> str | None:
+    """The lowest rank's problem, if any rank has one: every rank then fails the same way."""
+    return next((p for p in gather_objects(problem) if p is not None), None)

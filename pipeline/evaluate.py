@@ -1,13 +1,26 @@
-"""Validation: PSNR/SSIM of the generator and of bicubic on the same LR images, and a grid.
+"""Scores of a generator on a split: PSNR/SSIM (Y and RGB) of SR and of bicubic, and a grid.
 
-Runs on one process over the whole val split (every sample, no shuffle, no flip), so the
-numbers do not depend on the world size.
+    python -m pipeline.evaluate --checkpoint CKPT|RUN_DIR --data OUT --split val|test --scale 4
+    torchrun --nproc_per_node=8 -m pipeline.evaluate ...the same flags...
+
+Every rank scores a disjoint part of the split (its reader shard: rank r of W reads samples
+[N*r/W, N*(r+1)/W), every sample once, uneven splits included) on its training device; the
+per-image sums are all-reduced, so the numbers do not depend on the number of processes.
+SR is rounded to 8 bits before it is scored, as the literature scores saved images (BasicSR's
+tensor2img, MATLAB on PNGs), and the generator runs in fp32 whatever the training precision,
+unless asked otherwise. Bicubic scores are computed once per split and cached
+(pipeline.baseline). Training evaluates on val; this command is the only way the test split
+is scored.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-from collections import defaultdict
+import logging
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,10 +28,60 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import save_image
 
-from pipeline.data import LoaderConfig, SplitShards, build_loader
-from pipeline.distributed import ProcessPlace
+from pipeline.baseline import SCORES, BicubicBaseline
+from pipeline.checkpoint import CheckpointError, find_checkpoint, generator_from
+from pipeline.data import LoaderConfig, ShardError, SplitShards, build_loader, open_split
+from pipeline.distributed import (
+    ProcessPlace,
+    gather_objects,
+    init_distributed,
+    sum_over_ranks,
+)
 from pipeline.metrics import bicubic_upscale, psnr, ssim
-from preprocess.atomic import tmp_path
+from pipeline.srgan import autocast
+from preprocess.atomic import tmp_path, write_json
+
+log = logging.getLogger("pipeline.evaluate")
+
+# Summed per image for SR, in this order, then the image count.
+SR_SUMS = (*SCORES, "colour_shift")
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Means over the split; images_per_rank says how the work was shared."""
+
+    split: str
+    images: int
+    sr: dict[str, float]
+    bicubic: dict[str, float]
+    images_per_rank: list[int]
+    seconds: float
+
+    def metrics(self) -> dict[str, float]:
+        """Flat, for MLflow: '<split>/sr_psnr_y', '<split>/bicubic_ssim_rgb', '<split>/images'."""
+        flat = {f"{self.split}/sr_{k}": v for k, v in self.sr.items()}
+        flat |= {f"{self.split}/bicubic_{k}": v for k, v in self.bicubic.items()}
+        flat[f"{self.split}/images"] = float(self.images)
+        return flat
+
+
+def to_8bit(image01: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> the nearest of the 256 levels a saved image holds."""
+    return torch.round(image01.clamp(0, 1) * 255.0) / 255.0
+
+
+def image_scores(image: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """N x len(SCORES) per-image scores (float64), the border of `scale` pixels left out."""
+    return torch.stack(
+        [
+            psnr(image, hr, scale, y_channel=True),
+            ssim(image, hr, scale, y_channel=True),
+            psnr(image, hr, scale, y_channel=False),
+            ssim(image, hr, scale, y_channel=False),
+        ],
+        dim=1,
+    )
 
 
 @torch.no_grad()
@@ -26,53 +89,208 @@ def evaluate(
     generator: nn.Module,
     loader_cfg: LoaderConfig,
     place: ProcessPlace,
-    autocast: object,
+    *,
+    precision: str = "fp32",
     max_batches: int = 0,
     grid_path: Path | None = None,
     grid_images: int = 8,
     shards: SplitShards | None = None,
-) -> dict[str, float]:
-    """Mean metrics over the split; writes the LR | bicubic | SR | HR grid to grid_path.
+    baseline: BicubicBaseline | None = None,
+) -> Scores:
+    """Scores of `generator` on `loader_cfg.split`, every rank taking its part.
 
-    shards: the val split as `open_split` checked it, so each evaluation does not check it again.
+    max_batches: at most this many batches per process (0: the whole split; a quick look
+    whose numbers depend on the number of processes). shards: the split as `open_split`
+    checked it. baseline: the split's bicubic cache, kept by the caller across evaluations
+    (made here, beside the shards, when not given).
     """
-    cfg = dataclasses.replace(loader_cfg, split="val", shuffle=False, flip=False, drop_last=False)
-    loader = build_loader(cfg, ProcessPlace(0, place.local_rank, 1), shards)
-    scale = cfg.scale
+    start = time.perf_counter()
+    cfg = dataclasses.replace(loader_cfg, shuffle=False, flip=False, drop_last=False)
+    cfg = dataclasses.replace(cfg, with_keys=True)
+    shards = shards or open_split(cfg.data, cfg.split, cfg.scale)
+    baseline = baseline or BicubicBaseline(shards, [shards.data / "baselines"])
+    loader = build_loader(cfg, place, shards)
+    device = next(generator.parameters()).device
+    sr_sums = torch.zeros(len(SR_SUMS) + 1, dtype=torch.float64, device=device)
+    bicubic_sums = torch.zeros(len(SCORES), dtype=torch.float64)
+    fresh: dict[str, list[float]] = {}
+    grid_rows: list[torch.Tensor] = []
     was_training = generator.training
     generator.eval()
-    sums: dict[str, float] = defaultdict(float)
-    count = 0
-    grid_rows: list[torch.Tensor] = []
-    for number, batch in enumerate(loader):
-        if max_batches and number >= max_batches:
-            break
-        with autocast:  # type: ignore[attr-defined]
-            sr = generator(batch.lr.to(loader.device))
-        sr01 = ((sr.float().clamp(-1, 1) + 1) / 2).cpu()
-        hr01 = ((batch.hr.float() + 1) / 2).cpu()
-        bicubic = bicubic_upscale(batch.lr.cpu(), scale)
-        for name, image in (("sr", sr01), ("bicubic", bicubic)):
-            for channel, y in (("y", True), ("rgb", False)):
-                sums[f"{name}_psnr_{channel}"] += psnr(image, hr01, scale, y).sum().item()
-                sums[f"{name}_ssim_{channel}"] += ssim(image, hr01, scale, y).sum().item()
-        # A colour cast shows as a shift of the mean colour of SR against HR.
-        sums["sr_colour_shift"] += (
-            (sr01.mean(dim=(2, 3)) - hr01.mean(dim=(2, 3))).abs().mean(dim=1).sum().item()
+    try:
+        for number, batch in enumerate(loader):
+            if max_batches and number >= max_batches:
+                break
+            lr = batch.lr.to(device)
+            hr01 = (batch.hr.to(device).float() + 1) / 2
+            with autocast(device, precision):
+                sr = generator(lr)
+            sr01 = to_8bit((sr.float() + 1) / 2)
+            # A colour cast shows as a shift of the mean colour of SR against HR.
+            shift = (sr01.mean(dim=(2, 3)) - hr01.mean(dim=(2, 3))).abs().mean(dim=1)
+            sr_sums[: len(SCORES)] += image_scores(sr01, hr01, cfg.scale).sum(dim=0)
+            sr_sums[len(SCORES)] += shift.double().sum()
+            sr_sums[-1] += hr01.shape[0]
+            bicubic_sums += _bicubic_scores(batch.lr, hr01, batch.keys or [], cfg.scale,
+                                            baseline, fresh)  # fmt: skip
+            if place.is_main and grid_path is not None:
+                _grid_rows(grid_rows, grid_images, batch.lr, sr01, hr01, cfg.scale)
+    finally:
+        if was_training:
+            generator.train()
+    totals = sum_over_ranks(torch.cat([sr_sums, bicubic_sums.to(device)])).cpu()
+    images_per_rank = gather_objects(int(sr_sums[-1].item()))
+    cached_before = len(baseline.scores)
+    for entries in gather_objects(fresh):
+        baseline.add(entries)
+    if place.is_main:
+        computed = len(baseline.scores) - cached_before
+        log.info("bicubic baseline: %d computed, %d from the cache",
+                 computed, int(totals[len(SR_SUMS)].item()) - computed)  # fmt: skip
+        baseline.save()
+        if grid_path is not None and grid_rows:
+            _write_grid(grid_path, grid_rows)
+    count = max(int(totals[len(SR_SUMS)].item()), 1)
+    sr_means = totals[: len(SR_SUMS)] / count
+    bicubic_means = totals[len(SR_SUMS) + 1 :] / count
+    return Scores(
+        split=cfg.split,
+        images=int(totals[len(SR_SUMS)].item()),
+        sr=dict(zip(SR_SUMS, sr_means.tolist(), strict=True)),
+        bicubic=dict(zip(SCORES, bicubic_means.tolist(), strict=True)),
+        images_per_rank=images_per_rank,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _bicubic_scores(
+    lr: torch.Tensor,
+    hr01: torch.Tensor,
+    keys: list[str],
+    scale: int,
+    baseline: BicubicBaseline,
+    fresh: dict[str, list[float]],
+) -> torch.Tensor:
+    """Summed bicubic scores of a batch: cached ones looked up, the rest computed (CPU, PIL)
+    and added to `fresh`."""
+    missing = [i for i, key in enumerate(keys) if baseline.get(key) is None]
+    if missing:
+        rows = torch.tensor(missing)
+        bicubic = bicubic_upscale(lr[rows].cpu(), scale)
+        scores = image_scores(bicubic, hr01[rows.to(hr01.device)].cpu(), scale)
+        for i, values in zip(missing, scores.tolist(), strict=True):
+            fresh[keys[i]] = values
+    per_image = [baseline.get(key) or fresh[key] for key in keys]
+    return torch.tensor(per_image, dtype=torch.float64).sum(dim=0)
+
+
+def _grid_rows(
+    rows: list[torch.Tensor],
+    wanted: int,
+    lr: torch.Tensor,
+    sr01: torch.Tensor,
+    hr01: torch.Tensor,
+    scale: int,
+) -> None:
+    """LR (nearest) | bicubic | SR | HR of the first `wanted` faces."""
+    take = min(wanted - len(rows), lr.shape[0])
+    if take <= 0:
+        return
+    lr = lr[:take].float().cpu()
+    nearest = F.interpolate(lr, scale_factor=scale, mode="nearest")
+    bicubic = bicubic_upscale(lr, scale)
+    for i in range(take):
+        rows.append(torch.stack([nearest[i], bicubic[i], sr01[i].cpu(), hr01[i].cpu()]))
+
+
+def _write_grid(path: Path, rows: list[torch.Tensor]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path(path)
+    save_image(torch.cat(rows), tmp, nrow=4, padding=2, format="png")
+    tmp.replace(path)
+
+
+# ---- the command ---------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline.evaluate", description=__doc__.split("\n")[0]
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="a checkpoint file, or a run folder (its newest readable checkpoint)",
+    )
+    p.add_argument("--data", type=Path, required=True, help="output folder of srgan-preprocess")
+    p.add_argument("--split", choices=["val", "test"], default="val")
+    p.add_argument("--scale", type=int, choices=[2, 4, 8], required=True)
+    p.add_argument("--json", type=Path, help="write the scores here as JSON")
+    p.add_argument("--batch-size", type=int, default=16, help="per process [16]")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="the generator's autocast while scoring [fp32]",
+    )
+    p.add_argument("--loader", choices=["auto", "dali", "reference"], default="auto")
+    p.add_argument("--loader-threads", type=int, default=2)
+    p.add_argument("--grid", type=Path, help="PNG: LR | bicubic | SR | HR of the first faces")
+    return p.parse_args(argv)  # fmt: skip
+
+
+def report(scores: Scores, checkpoint: Path, step: int, precision: str) -> str:
+    lines = [
+        f"{scores.split} split, {scores.images:,} images, checkpoint {checkpoint} (step {step}),"
+        f" SR in {precision}, {len(scores.images_per_rank)} process(es), {scores.seconds:.1f} s",
+        f"{'':8} {'PSNR-Y':>8} {'SSIM-Y':>8} {'PSNR-RGB':>9} {'SSIM-RGB':>9}",
+    ]
+    for name, values in (("SR", scores.sr), ("bicubic", scores.bicubic)):
+        lines.append(
+            f"{name:8} {values['psnr_y']:8.2f} {values['ssim_y']:8.4f} "
+            f"{values['psnr_rgb']:9.2f} {values['ssim_rgb']:9.4f}"
         )
-        count += hr01.shape[0]
-        if grid_path is not None and sum(r.shape[0] for r in grid_rows) < grid_images:
-            lr_big = F.interpolate(batch.lr.float().cpu(), scale_factor=scale, mode="nearest")
-            take = grid_images - sum(r.shape[0] for r in grid_rows)
-            for i in range(min(take, hr01.shape[0])):
-                grid_rows.append(torch.stack([lr_big[i], bicubic[i], sr01[i], hr01[i]]))
-    if was_training:
-        generator.train()
-    if grid_path is not None and grid_rows:
-        grid_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_path(grid_path)
-        save_image(torch.cat(grid_rows), tmp, nrow=4, padding=2, format="png")
-        tmp.replace(grid_path)
-    metrics = {f"val/{k}": v / max(count, 1) for k, v in sums.items()}
-    metrics["val/images"] = float(count)
-    return metrics
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    place = ProcessPlace.from_env()
+    logging.basicConfig(
+        level=logging.INFO if place.is_main else logging.WARNING,
+        format=f"%(asctime)s [rank {place.rank}] %(levelname)s %(name)s: %(message)s",
+    )
+    device = init_distributed(place)
+    try:
+        path, state = find_checkpoint(args.checkpoint)
+        made_for = state.get("config", {}).get("scale")
+        if made_for != args.scale:
+            raise CheckpointError(f"{path}: made for scale {made_for}, not {args.scale}")
+        generator = generator_from(state, path).to(device)
+        loader_cfg = LoaderConfig(data=args.data, split=args.split, scale=args.scale,
+                                  batch_size=args.batch_size, backend=args.loader,
+                                  threads=args.loader_threads)  # fmt: skip
+        scores = evaluate(generator, loader_cfg, place, precision=args.precision,
+                          grid_path=args.grid)  # fmt: skip
+    except (CheckpointError, ShardError, ValueError) as exc:
+        print(f"pipeline.evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if place.is_main:
+        step = int(state.get("step", 0))
+        print(report(scores, path, step, args.precision))
+        if args.json is not None:
+            write_json(args.json, {
+                "checkpoint": str(path), "step": step, "data": str(args.data),
+                "split": scores.split, "scale": args.scale, "precision": args.precision,
+                "images": scores.images, "images_per_rank": scores.images_per_rank,
+                "sr": scores.sr, "bicubic": scores.bicubic, "seconds": scores.seconds,
+            })  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -24,6 +24,14 @@ from pipeline.losses import ContentLoss, adversarial_loss, pixel_loss
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None, "auto": None}
 
 
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast to `precision` on `device`; fp32 (and 'auto', not yet resolved) runs as is."""
+    dtype = AUTOCAST_DTYPES[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
 def unwrap(module: nn.Module) -> nn.Module:
     """The plain module under DDP and torch.compile wrappers."""
     module = getattr(module, "_orig_mod", module)
@@ -69,10 +77,7 @@ class SRGANModel:
         self.memory_format = memory_format
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        dtype = AUTOCAST_DTYPES[self.cfg.precision]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.device, self.cfg.precision)
 
     def set_lr(self, lr: float) -> None:
         for opt in (self.opt_g, self.opt_d):

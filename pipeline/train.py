@@ -3,9 +3,10 @@
     python -m pipeline.train --data OUT --scale 4 --phase pretrain [--config configs/x4.toml] ...
     torchrun --nproc_per_node=8 -m pipeline.train ...the same flags...
 
-nccl on GPUs, gloo on CPUs; only rank 0 logs, evaluates and writes. SIGTERM or SIGUSR2 make
-every rank stop at the next step boundary, rank 0 write a checkpoint, and all exit 0; `--resume
-auto` then continues in the same MLflow run (SLURM preemption relies on this).
+nccl on GPUs, gloo on CPUs; every rank scores its part of the val split, only rank 0 logs and
+writes. SIGTERM or SIGUSR2 make every rank stop at the same step (pipeline.stopping), rank 0
+write a checkpoint, and all exit 0; `--resume auto` then continues in the same MLflow run (SLURM
+preemption relies on this).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import dataclasses
 import logging
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -29,18 +29,24 @@ from tqdm import tqdm
 
 from pipeline.archs import VGGWeightsMissing
 from pipeline.archs.vgg import describe_weights
-from pipeline.checkpoint import load_checkpoint, newest_valid_checkpoint, save_checkpoint
+from pipeline.baseline import BicubicBaseline
+from pipeline.checkpoint import (
+    CheckpointError,
+    find_checkpoint,
+    load_checkpoint,
+    newest_valid_checkpoint,
+    save_checkpoint,
+)
 from pipeline.config import TrainConfig, load_config
 from pipeline.data import LoaderConfig, ShardError, build_loader, open_split
-from pipeline.distributed import ProcessPlace
+from pipeline.distributed import ProcessPlace, init_distributed
 from pipeline.evaluate import evaluate
 from pipeline.srgan import SRGANModel, unwrap
+from pipeline.stopping import StopRequest, StopVote
 from pipeline.tracking import Tracker, resolve_tracking_uri
 from preprocess.pillow_check import warn_if_plain_pillow
 
 log = logging.getLogger("pipeline.train")
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
 
 class TrainingError(Exception):
@@ -82,7 +88,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--deterministic", action="store_true", default=None)
     p.add_argument("--log-every", type=int)
     p.add_argument("--eval-every", type=int)
-    p.add_argument("--eval-batches", type=int, help="0: the whole val split")
+    p.add_argument(
+        "--eval-batches", type=int, help="0: the whole val split; N: at most N per process"
+    )
+    p.add_argument(
+        "--eval-precision", choices=["fp32", "bf16", "fp16"], help="SR while scoring [fp32]"
+    )
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--keep-checkpoints", type=int)
     p.add_argument("--loader", choices=["auto", "dali", "reference"], dest="loader.backend")
@@ -100,48 +111,14 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 # ---- distributed set-up -----------------------------------------------------------------
 
 
-def setup_distributed(place: ProcessPlace) -> torch.device:
-    if torch.cuda.is_available():
-        device = torch.device("cuda", place.local_rank)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if place.world_size > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return device
-
-
 def all_reduce_mean(values: dict[str, torch.Tensor], world_size: int) -> dict[str, float]:
+    """Means over ranks, read back to the host: once per logging window, not per step."""
     names = sorted(values)
     stacked = torch.stack([values[n].float() for n in names])
     if world_size > 1:
         dist.all_reduce(stacked)
         stacked /= world_size
     return dict(zip(names, stacked.tolist(), strict=True))
-
-
-def any_rank(flag: bool, world_size: int, device: torch.device) -> bool:
-    if world_size == 1:
-        return flag
-    tensor = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item())
-
-
-class StopRequest:
-    """Set by SIGTERM/SIGUSR2; the loop stops at the next step boundary."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.signal = signum
-
-    @property
-    def requested(self) -> bool:
-        return self.signal is not None
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -251,6 +228,10 @@ class Trainer:
         self.run_id: str | None = None
         self.checkpoints = cfg.out / "checkpoints"
         self.tracker = Tracker(place.is_main, resolve_tracking_uri(cfg.tracking_uri))
+        # computed at the first evaluation, then reused (beside the shards, or in the run)
+        self.baseline = BicubicBaseline(
+            self.val_shards, [cfg.data / "baselines", cfg.out / "baselines"]
+        )
 
     # -- starting points
 
@@ -267,17 +248,7 @@ class Trainer:
             self._load_init(self.cfg.init)
 
     def _load_init(self, path: Path) -> None:
-        if path.is_dir():
-            # A run folder: its newest checkpoint, so a dependent job (slurm/submit_all.sh)
-            # can name the pretrain run before that run has written anything.
-            found = newest_valid_checkpoint(path / "checkpoints") or newest_valid_checkpoint(path)
-            if found is None:
-                raise TrainingError(f"{path}: --init folder holds no readable checkpoint")
-            path, state = found
-        elif path.is_file():
-            state = load_checkpoint(path)
-        else:
-            raise TrainingError(f"{path}: --init checkpoint not found")
+        path, state = find_checkpoint(path, "--init")
         if "generator" not in state.get("model", {}):
             raise TrainingError(f"{path}: not a pipeline.train checkpoint (no generator)")
         if state.get("config", {}).get("scale") not in (None, self.cfg.scale):
@@ -398,31 +369,34 @@ class Trainer:
         )
 
     def run_eval(self) -> None:
+        """Every rank scores its part of the val split; rank 0 logs the means."""
+        grid = self.cfg.out / "samples" / f"step-{self.step:08d}.png"
+        scores = evaluate(
+            unwrap(self.model.g),
+            dataclasses.replace(self.loader_cfg, split="val"),
+            self.place,
+            precision=self.cfg.eval_precision,
+            max_batches=self.cfg.eval_batches,
+            grid_path=grid,
+            grid_images=self.cfg.grid_images,
+            shards=self.val_shards,
+            baseline=self.baseline,
+        )
         if self.place.is_main:
-            grid = self.cfg.out / "samples" / f"step-{self.step:08d}.png"
-            metrics = evaluate(
-                unwrap(self.model.g),
-                self.loader_cfg,
-                self.place,
-                self.model.autocast(),
-                self.cfg.eval_batches,
-                grid,
-                self.cfg.grid_images,
-                self.val_shards,
-            )
-            self.tracker.log_metrics(metrics, self.step)
+            self.tracker.log_metrics(scores.metrics(), self.step)
             if grid.is_file():
                 self.tracker.log_artifact(grid, "samples")
             log.info(
-                "step %d: val PSNR-Y %.2f dB (bicubic %.2f), SSIM-Y %.4f (bicubic %.4f)",
+                "step %d: val PSNR-Y %.2f dB (bicubic %.2f), SSIM-Y %.4f (bicubic %.4f), "
+                "%d images in %.1f s",
                 self.step,
-                metrics["val/sr_psnr_y"],
-                metrics["val/bicubic_psnr_y"],
-                metrics["val/sr_ssim_y"],
-                metrics["val/bicubic_ssim_y"],
+                scores.sr["psnr_y"],
+                scores.bicubic["psnr_y"],
+                scores.sr["ssim_y"],
+                scores.bicubic["ssim_y"],
+                scores.images,
+                scores.seconds,
             )
-        if self.place.world_size > 1:
-            dist.barrier()
 
     # -- the loop
 
@@ -441,6 +415,7 @@ class Trainer:
             mininterval=2,
         )
         outcome = "finished"
+        vote = StopVote(stop)
         while self.step < cfg.steps and outcome == "finished":
             waited = time.perf_counter()
             for batch in self.loader:
@@ -474,13 +449,14 @@ class Trainer:
                     self.save()
                 if self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                     self.run_eval()
-                if any_rank(stop.requested, self.place.world_size, self.device):
+                if vote.should_stop():
                     outcome = "stopped"
                     break
                 if self.step >= cfg.steps:
                     break
                 waited = time.perf_counter()
         bar.close()
+        vote.close()
         self.save()
         if outcome == "stopped":
             log.warning(
@@ -507,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s [rank {place.rank}] %(levelname)s %(name)s: %(message)s",
     )
     stop = StopRequest()
-    device = setup_distributed(place)
+    device = init_distributed(place)
     cfg = resolve_device_defaults(cfg, device)
     seed_everything(cfg.seed, cfg.deterministic)
     warn_if_plain_pillow()
@@ -527,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.out,
             )
         trainer.train(stop)
-    except (TrainingError, ShardError, VGGWeightsMissing) as exc:
+    except (TrainingError, ShardError, VGGWeightsMissing, CheckpointError) as exc:
         print(f"pipeline.train: error: {exc}", file=sys.stderr)
         return 2
     finally:

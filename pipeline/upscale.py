@@ -20,21 +20,16 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from pipeline.archs import SRResNet
-from pipeline.checkpoint import load_checkpoint
+from pipeline.checkpoint import CheckpointError, find_checkpoint, generator_from
 from preprocess.atomic import tmp_path
 
 log = logging.getLogger("pipeline.upscale")
 
 
 def load_generator(path: Path, device: torch.device) -> SRResNet:
-    state = load_checkpoint(path)
-    try:
-        config, weights = state["config"], state["model"]["generator"]
-    except (KeyError, TypeError):
-        raise ValueError(f"{path}: not a pipeline.train checkpoint") from None
-    model = SRResNet(config["scale"], config["model"]["blocks"], config["model"]["channels"])
-    model.load_state_dict(weights)
-    return model.to(device).eval()
+    """The generator of a checkpoint file or of a run folder's newest checkpoint."""
+    found, state = find_checkpoint(path)
+    return generator_from(state, found).to(device)
 
 
 @torch.no_grad()
@@ -54,16 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="folder for the PNGs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not args.checkpoint.is_file():
-        print(f"pipeline.upscale: error: {args.checkpoint}: checkpoint not found", file=sys.stderr)
-        return 2
     if not args.input.is_dir():
         print(f"pipeline.upscale: error: {args.input}: input folder not found", file=sys.stderr)
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         model = load_generator(args.checkpoint, device)
-    except ValueError as exc:
+    except CheckpointError as exc:
         print(f"pipeline.upscale: error: {exc}", file=sys.stderr)
         return 2
     args.output.mkdir(parents=True, exist_ok=True)

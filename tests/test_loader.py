@@ -202,7 +202,7 @@ def test_scale_not_in_the_shards(tmp_path: Path, small_root: Path):
 
 
 def test_too_few_samples_for_one_batch(shards_faces128):
-    with pytest.raises(ValueError, match="give no full batch of 32"):
+    with pytest.raises(ValueError, match=r"give no full batch \(batch 32\)"):
         loader(shards_faces128, split="test", batch_size=32)
 
 

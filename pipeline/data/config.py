@@ -58,27 +58,38 @@ class LoaderConfig:
 
 
 def batches_per_epoch(
-    samples: int, world_size: int, batch_size: int, drop_last: bool = True
+    samples: int, world_size: int, batch_size: int, drop_last: bool = True, shard: int = 0
 ) -> int:
-    """Batches that every rank yields per epoch (with drop_last, full batches only).
+    """Batches that a rank yields per epoch.
 
-    The readers give rank r the samples [N*r/W, N*(r+1)/W), so the shards differ by at most
-    one sample; every rank stops after the full batches of the smallest shard, so DDP never
-    waits on a rank that has run out.
+    The readers give the rank reading `shard` the samples [N*shard/W, N*(shard+1)/W), so the
+    shards differ by at most one sample. With drop_last (training) every rank stops after the
+    full batches of the smallest shard, so DDP never waits on a rank that has run out; without
+    it (evaluation) a rank yields all of its own shard, the last batch partial.
     """
-    per_rank = samples // world_size
-    return per_rank // batch_size if drop_last else -(-per_rank // batch_size)
+    if drop_last:
+        return (samples // world_size) // batch_size
+    first, last = rank_range(samples, world_size, shard)
+    return -(-(last - first) // batch_size)
 
 
-def epoch_batches(cfg: LoaderConfig, samples: int, world_size: int, where: str) -> int:
+def epoch_batches(
+    cfg: LoaderConfig, samples: int, world_size: int, where: str, shard: int = 0
+) -> int:
     """batches_per_epoch, refusing a split too small to give any batch."""
-    batches = batches_per_epoch(samples, world_size, cfg.batch_size, cfg.drop_last)
+    batches = batches_per_epoch(samples, world_size, cfg.batch_size, cfg.drop_last, shard)
     if batches == 0:
+        wanted = "full batch" if cfg.drop_last else "sample for every process"
         raise ValueError(
-            f"{where}: {samples} samples over {world_size} processes give no full "
-            f"batch of {cfg.batch_size}"
+            f"{where}: {samples} samples over {world_size} processes give no {wanted} "
+            f"(batch {cfg.batch_size})"
         )
     return batches
+
+
+def epoch_shard(place_rank: int, epoch: int, world_size: int) -> int:
+    """The reader shard a rank reads in an epoch: DALI's readers move one shard per epoch."""
+    return (place_rank + epoch) % world_size
 
 
 def rank_range(samples: int, world_size: int, shard: int) -> tuple[int, int]:

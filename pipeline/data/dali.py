@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from pipeline.data.config import Batch, LoaderConfig, epoch_batches
+from pipeline.data.config import Batch, LoaderConfig, epoch_batches, epoch_shard
 from pipeline.data.shardset import SplitShards
 from pipeline.distributed import ProcessPlace
 
@@ -99,9 +99,9 @@ class DaliLoader:
         self.cfg, self.shards, self.place = cfg, shards, place
         self.gpu = use_gpu_decoding(cfg.decode_device)
         self.device = torch.device(f"cuda:{place.local_rank}" if self.gpu else "cpu")
-        self._batches = epoch_batches(
-            cfg, shards.samples, place.world_size, f"{shards.data} {shards.split}"
-        )
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self._batches = self._epoch_batches()
         log.info(
             "DALI loader on %s: %s split, %d batches of %d per epoch per rank, decode on %s",
             shards.data,
@@ -110,8 +110,6 @@ class DaliLoader:
             cfg.batch_size,
             "GPU (nvJPEG)" if self.gpu else "CPU",
         )
-        self.epoch = 0
-        self.batch_in_epoch = 0
         self._iterator = self._make_iterator(checkpoint=None)
 
     def _make_iterator(self, checkpoint: str | None) -> Any:
@@ -125,6 +123,11 @@ class DaliLoader:
             [pipe], names, reader_name=READER, last_batch_policy=policy, auto_reset=True
         )
 
+    def _epoch_batches(self) -> int:
+        shard = epoch_shard(self.place.rank, self.epoch, self.place.world_size)
+        where = f"{self.shards.data} {self.shards.split}"
+        return epoch_batches(self.cfg, self.shards.samples, self.place.world_size, where, shard)
+
     def __len__(self) -> int:
         return self._batches
 
@@ -134,6 +137,10 @@ class DaliLoader:
                 out = next(self._iterator)[0]
             except StopIteration:
                 break
+            if out["hr"].shape[0] == 0:
+                # Without drop_last every shard is iterated as often as the longest one; a
+                # shorter shard's extra iteration comes out empty (DALI 2.4, seen here).
+                continue
             self.batch_in_epoch += 1
             keys = [_key_of(row) for row in out["info"]] if self.cfg.with_keys else None
             yield Batch(out["lr"], out["hr"], keys)
@@ -141,6 +148,7 @@ class DaliLoader:
             raise RuntimeError(f"DALI gave {self.batch_in_epoch} batches, expected {self._batches}")
         self.epoch += 1
         self.batch_in_epoch = 0
+        self._batches = self._epoch_batches()
 
     def state_dict(self) -> dict[str, Any]:
         """Where the loader is: restoring it gives the batches that would have come next."""
@@ -156,3 +164,4 @@ class DaliLoader:
             raise ValueError(f"loader state is from the {state.get('backend')} loader, not DALI")
         self._iterator = self._make_iterator(checkpoint=state["dali"])
         self.epoch, self.batch_in_epoch = state["epoch"], state["batch"]
+        self._batches = self._epoch_batches()

@@ -26,7 +26,14 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.data.config import Batch, LoaderConfig, batches_per_epoch, epoch_batches, rank_range
+from pipeline.data.config import (
+    Batch,
+    LoaderConfig,
+    batches_per_epoch,
+    epoch_batches,
+    epoch_shard,
+    rank_range,
+)
 from pipeline.data.shardset import SplitShards
 from pipeline.distributed import ProcessPlace
 
@@ -59,7 +66,7 @@ class _EpochBatches(IterableDataset):
 
     def _raw_samples(self) -> Iterator[dict[str, Any]]:
         """The rank's samples for this epoch, undecoded, in the seeded order."""
-        shard = (self.place.rank + self.epoch) % self.place.world_size
+        shard = epoch_shard(self.place.rank, self.epoch, self.place.world_size)
         first, last = rank_range(self.shards.samples, self.place.world_size, shard)
         # Open only the tars that hold part of [first, last).
         offsets = list(itertools.accumulate(self.per_tar, initial=0))
@@ -86,8 +93,9 @@ class _EpochBatches(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         size = self.cfg.batch_size
+        shard = epoch_shard(self.place.rank, self.epoch, self.place.world_size)
         total = batches_per_epoch(
-            self.shards.samples, self.place.world_size, size, self.cfg.drop_last
+            self.shards.samples, self.place.world_size, size, self.cfg.drop_last, shard
         )
         samples = self._raw_samples()
         for number in range(total):
@@ -128,11 +136,9 @@ class ReferenceLoader:
         cuda = torch.cuda.is_available()  # the training device, as the DALI loader's
         self.device = torch.device(f"cuda:{place.local_rank}" if cuda else "cpu")
         self._dataset = _EpochBatches(cfg, shards, place)
-        self._batches = epoch_batches(
-            cfg, shards.samples, place.world_size, f"{shards.data} {shards.split}"
-        )
         self.epoch = 0
         self.batch_in_epoch = 0
+        self._batches = self._epoch_batches()
         log.info(
             "reference loader on %s: %s split, %d batches of %d per epoch per rank",
             shards.data,
@@ -140,6 +146,11 @@ class ReferenceLoader:
             self._batches,
             cfg.batch_size,
         )
+
+    def _epoch_batches(self) -> int:
+        shard = epoch_shard(self.place.rank, self.epoch, self.place.world_size)
+        where = f"{self.shards.data} {self.shards.split}"
+        return epoch_batches(self.cfg, self.shards.samples, self.place.world_size, where, shard)
 
     def __len__(self) -> int:
         return self._batches
@@ -159,6 +170,7 @@ class ReferenceLoader:
             yield Batch(batch.lr.to(self.device), batch.hr.to(self.device), keys)
         self.epoch += 1
         self.batch_in_epoch = 0
+        self._batches = self._epoch_batches()
 
     def state_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "epoch": self.epoch, "batch": self.batch_in_epoch}
@@ -169,3 +181,4 @@ class ReferenceLoader:
                 f"loader state is from the {state.get('backend')} loader, not the reference loader"
             )
         self.epoch, self.batch_in_epoch = state["epoch"], state["batch"]
+        self._batches = self._epoch_batches()

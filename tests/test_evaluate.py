@@ -1,0 +1,151 @@
+"""Distributed evaluation and `python -m pipeline.evaluate`, on real CelebA shards."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import copy_of, make_shards, make_subset_root
+from helpers import PROJECT_ROOT
+
+from pipeline.archs import SRResNet
+from pipeline.config import ModelConfig, TrainConfig
+from pipeline.data import LoaderConfig, build_loader, open_split
+from pipeline.distributed import ProcessPlace
+from pipeline.evaluate import evaluate, to_8bit
+
+TINY = ModelConfig(blocks=2, channels=8, d_channels=4)
+
+
+def _split_keys(data: Path, split: str) -> list[str]:
+    loader = build_loader(
+        LoaderConfig(data=data, split=split, batch_size=64, shuffle=False, flip=False,
+                     drop_last=False, with_keys=True, backend="reference", threads=0),
+        ProcessPlace(),
+    )  # fmt: skip
+    return sorted(key for batch in loader for key in batch.keys)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("backend", ["dali", "reference"])
+def test_ranks_score_every_sample_once_also_when_the_split_does_not_divide(
+    shards_faces128, backend, batch
+):
+    everything = _split_keys(shards_faces128, "val")
+    assert len(everything) == 12
+    for world in (2, 5, 7):  # 12 faces: 6+6, 2+2+3+2+3, 1-2 each
+        seen: list[str] = []
+        for rank in range(world):
+            cfg = LoaderConfig(data=shards_faces128, split="val", batch_size=batch, shuffle=False,
+                               flip=False, drop_last=False, with_keys=True, backend=backend,
+                               threads=1)  # fmt: skip
+            loader = build_loader(cfg, ProcessPlace(rank, 0, world))
+            batches = len(loader)  # this epoch's: the next epoch reads the next shard
+            keys = [key for b in loader for key in b.keys]
+            assert batches == -(-len(keys) // batch)  # the partial last batch is counted
+            seen += keys
+        assert sorted(seen) == everything, world  # none twice, none left out
+
+
+def _checkpoint(folder: Path, scale: int = 4, step: int = 7) -> Path:
+    torch.manual_seed(0)
+    generator = SRResNet(scale, TINY.blocks, TINY.channels)
+    cfg = TrainConfig(scale=scale, model=TINY)
+    path = folder / "checkpoints" / f"step-{step:08d}.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"step": step, "config": cfg.to_dict(),
+                "model": {"generator": generator.state_dict()}}, path)  # fmt: skip
+    return path
+
+
+def _evaluate_cmd(*args: object, processes: int = 0) -> list[str]:
+    launcher = [sys.executable, "-m", "pipeline.evaluate"]
+    if processes:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc_per_node={processes}", "-m", "pipeline.evaluate"]  # fmt: skip
+    return [*launcher, *map(str, args)]
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_two_processes_score_like_one_and_the_bicubic_baseline_is_cached(tmp_path):
+    # 13 val faces: 6 for rank 0, 7 for rank 1. Batches of 1, so each face's SR is computed
+    # alone in both runs (a conv's last bits can depend on what else is in its batch, and
+    # rounding to 8 bits can turn that into a level); only the order of the sums differs.
+    root = make_subset_root(tmp_path / "celeba", {"train": 4, "val": 13, "test": 1})
+    data = make_shards(root, tmp_path / "data")
+    run = tmp_path / "run"
+    _checkpoint(run)
+    results = {}
+    for processes in (1, 2):
+        out = tmp_path / f"scores-{processes}.json"
+        result = _run(_evaluate_cmd("--checkpoint", run, "--data", data, "--split", "val",
+                                    "--scale", 4, "--batch-size", 1, "--json", out,
+                                    "--loader-threads", 1, processes=processes))  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        results[processes] = json.loads(out.read_text())
+        cached = "0 computed, 13 from the cache" if processes == 2 else "13 computed, 0 from"
+        assert cached in result.stderr
+    one, two = results[1], results[2]
+    assert one["images"] == two["images"] == 13
+    assert one["images_per_rank"] == [13] and two["images_per_rank"] == [6, 7]
+    for kind in ("sr", "bicubic"):
+        for name, value in one[kind].items():
+            assert abs(value - two[kind][name]) <= 1e-6, (kind, name, value, two[kind][name])
+    assert one["step"] == 7 and one["precision"] == "fp32" and one["split"] == "val"
+    assert one["bicubic"]["psnr_y"] > one["sr"]["psnr_y"] + 3  # an untrained G is far worse
+    cache = json.loads((data / "baselines" / "bicubic-val-x4.json").read_text())
+    assert sorted(cache["images"]) == _split_keys(data, "val")
+
+
+def test_the_test_split_is_scored_by_the_command_with_a_table(shards_faces128, tmp_path):
+    run = tmp_path / "run"
+    checkpoint = _checkpoint(run, step=12)
+    result = _run(_evaluate_cmd("--checkpoint", checkpoint, "--data", shards_faces128, "--split",
+                                "test", "--scale", 4, "--loader-threads", 1))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("test split, 8 images, checkpoint ") and "(step 12)" in lines[0]
+    assert lines[1].split() == ["PSNR-Y", "SSIM-Y", "PSNR-RGB", "SSIM-RGB"]
+    assert lines[2].split()[0] == "SR" and lines[3].split()[0] == "bicubic"
+
+
+def test_wrong_scale_and_missing_checkpoint_are_one_line_errors(shards_faces128, tmp_path):
+    run = tmp_path / "run"
+    _checkpoint(run, scale=4)
+    result = _run(_evaluate_cmd("--checkpoint", run, "--data", shards_faces128, "--scale", 8))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith("made for scale 4, not 8")
+    result = _run(_evaluate_cmd("--checkpoint", tmp_path / "nope.pt", "--data", shards_faces128,
+                                "--scale", 4))  # fmt: skip
+    assert result.returncode == 2 and "nope.pt: checkpoint not found" in result.stderr
+
+
+def test_a_baseline_made_for_other_shards_is_recomputed(shards_faces128, tmp_path):
+    data = copy_of(shards_faces128, tmp_path / "data")
+    shards = open_split(data, "val", 4)
+    cfg = LoaderConfig(data=data, split="val", scale=4, batch_size=6, threads=1)
+    torch.manual_seed(0)
+    generator = SRResNet(4, TINY.blocks, TINY.channels)
+    first = evaluate(generator, cfg, ProcessPlace(), shards=shards)
+    path = data / "baselines" / "bicubic-val-x4.json"
+    stored = json.loads(path.read_text())
+    stored["key"]["manifest_sha256"] = "0" * 64
+    stored["images"] = {k: [0.0, 0.0, 0.0, 0.0] for k in stored["images"]}
+    path.write_text(json.dumps(stored))
+    again = evaluate(generator, cfg, ProcessPlace(), shards=shards)
+    assert again.bicubic == first.bicubic  # the zeros of the foreign file were not used
+    assert json.loads(path.read_text())["key"]["manifest_sha256"] != "0" * 64
+
+
+def test_sr_is_scored_as_a_saved_8_bit_image():
+    levels = torch.arange(256, dtype=torch.float32) / 255
+    nudged = (levels + 0.49 / 255).clamp(0, 1)
+    assert torch.equal(to_8bit(nudged), levels)  # within half a level: the same saved pixel
+    assert torch.equal(to_8bit(levels[1:] - 0.51 / 255), levels[:-1])
