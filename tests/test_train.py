@@ -13,7 +13,7 @@ import mlflow
 import pytest
 import torch
 from helpers import PROJECT_ROOT
-from trainer_helpers import run_train, train_cmd
+from trainer_helpers import TINY, run_train, train_cmd
 
 from pipeline.config import ModelConfig, TrainConfig, load_config
 from pipeline.data import LoaderConfig, build_loader
@@ -386,3 +386,29 @@ def test_trains_on_with_one_warning_where_mlflow_cannot_be_imported(shards_faces
     assert "mlflow not installed here" in result.stderr
     assert (tmp_path / "run" / "checkpoints" / "step-00000002.pt").is_file()
     assert "val PSNR-Y" in result.stderr  # evaluation still ran and was logged to the console
+
+
+@pytest.mark.parametrize("phase", ["pretrain", "gan"])
+def test_the_step_loop_reads_nothing_back_from_the_device_between_logging_steps(
+    shards_faces128, tmp_path, phase
+):
+    # On the meta device every tensor op runs (shapes only) but reading a value back to the
+    # host raises, as a host-device sync would be needed on a GPU: the first read must be
+    # the logging step's, whichever step that is.
+    from pipeline.stopping import StopRequest
+    from pipeline.train import Trainer, parse_args, resolve_device_defaults
+
+    meta = torch.device("meta")
+    for log_every in (3, 5):
+        argv = ["--data", str(shards_faces128), "--scale", "4", "--phase", phase,
+                "--steps", "20", "--log-every", str(log_every), "--eval-every", "1000",
+                "--checkpoint-every", "1000", "--out", str(tmp_path / "run"),
+                "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                *TINY]  # fmt: skip
+        trainer = Trainer(resolve_device_defaults(parse_args(argv), meta), ProcessPlace(), meta)
+        try:
+            with pytest.raises((NotImplementedError, RuntimeError), match="meta tensor"):
+                trainer.train(StopRequest())
+        finally:
+            trainer.tracker.end("KILLED")
+        assert trainer.step == log_every
