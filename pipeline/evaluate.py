@@ -30,7 +30,7 @@ from torchvision.utils import save_image
 
 from pipeline.baseline import SCORES, BicubicBaseline
 from pipeline.checkpoint import CheckpointError, find_checkpoint, generator_from
-from pipeline.data import LoaderConfig, ShardError, SplitShards, build_loader, open_split
+from pipeline.data import LoaderConfig, ShardError, SplitShards, build_loader, open_split_once
 from pipeline.distributed import (
     ProcessPlace,
     gather_objects,
@@ -107,7 +107,7 @@ def evaluate(
     start = time.perf_counter()
     cfg = dataclasses.replace(loader_cfg, shuffle=False, flip=False, drop_last=False)
     cfg = dataclasses.replace(cfg, with_keys=True)
-    shards = shards or open_split(cfg.data, cfg.split, cfg.scale)
+    shards = shards or open_split_once(cfg.data, cfg.split, cfg.scale, place)
     baseline = baseline or BicubicBaseline(shards, [shards.data / "baselines"])
     loader = build_loader(cfg, place, shards)
     device = next(generator.parameters()).device

@@ -38,7 +38,7 @@ from pipeline.checkpoint import (
     save_checkpoint,
 )
 from pipeline.config import TrainConfig, load_config
-from pipeline.data import LoaderConfig, ShardError, build_loader, open_split
+from pipeline.data import LoaderConfig, ShardError, build_loader, open_split_once
 from pipeline.distributed import ProcessPlace, init_distributed
 from pipeline.evaluate import evaluate
 from pipeline.srgan import SRGANModel, unwrap
@@ -205,9 +205,10 @@ def resolve_device_defaults(cfg: TrainConfig, device: torch.device) -> TrainConf
 class Trainer:
     def __init__(self, cfg: TrainConfig, place: ProcessPlace, device: torch.device) -> None:
         self.cfg, self.place, self.device = cfg, place, device
-        self.shards = open_split(cfg.data, "train", cfg.scale)
-        # checked once, here: a broken val split must fail now, not at the first evaluation
-        self.val_shards = open_split(cfg.data, "val", cfg.scale)
+        # checked once per job, here (each rank its part): a broken val split must fail now,
+        # not at the first evaluation
+        self.shards = open_split_once(cfg.data, "train", cfg.scale, place)
+        self.val_shards = open_split_once(cfg.data, "val", cfg.scale, place)
         self.loader_cfg = LoaderConfig(
             data=cfg.data,
             split="train",
@@ -504,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         trainer.train(stop)
     except (TrainingError, ShardError, VGGWeightsMissing, CheckpointError) as exc:
-        print(f"pipeline.train: error: {exc}", file=sys.stderr)
+        where = f"[rank {place.rank}] " if place.world_size > 1 else ""
+        print(f"{where}pipeline.train: error: {exc}", file=sys.stderr)
         return 2
     finally:
         if dist.is_initialized():

@@ -224,3 +224,21 @@ def test_a_split_checked_once_is_not_checked_again(shards_faces128, monkeypatch)
     assert calls == [] and first.hr.shape[0] == 4
     with pytest.raises(ValueError, match="given for a loader of"):
         build_loader(cfg, SINGLE, open_split(shards_faces128, "val", 4))
+
+
+def test_the_ranks_of_a_job_check_each_shard_once(shards_faces128, monkeypatch):
+    import pipeline.data.shardset as shardset
+
+    checked: list[str] = []
+    real = shardset._check_shard
+    monkeypatch.setattr(
+        shardset, "_check_shard", lambda tar, *a: (checked.append(tar.name), real(tar, *a))
+    )
+    every = [tar.name for tar in open_split(shards_faces128, "train", 4).tars]
+    assert len(every) == 3
+    for world in (2, 3, 4):
+        checked.clear()
+        for rank in range(world):
+            shards = open_split(shards_faces128, "train", 4, part=(rank, world))
+            assert [t.name for t in shards.tars] == every  # every rank still gets all shards
+        assert sorted(checked) == sorted(every), world  # each checked by exactly one rank

@@ -372,6 +372,25 @@ def test_broken_shards_stop_before_training(shards_faces128, tmp_path):
     assert "val-000000.idx missing" in result.stderr.strip().splitlines()[-1]
 
 
+def test_a_shard_broken_in_one_ranks_part_stops_every_rank_with_its_error(
+    shards_faces128, tmp_path
+):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(shards_faces128, data)
+    (data / "train" / "train-000001.idx").unlink()  # shard 1: rank 1 of 2 checks it
+    result = run_train(data, tmp_path / "run", tmp_path / "db.db", "--steps", "2", check=False,
+                       torchrun=2)  # fmt: skip
+    assert result.returncode != 0
+    # rank 0 did not check shard 1, yet stops with its error (rank 1 may be ended by torchrun
+    # before it prints: torchrun stops the job when the first rank exits)
+    error = "[rank 0] pipeline.train: error: " + str(data / "train" / "train-000001.tar")
+    assert error in result.stderr, result.stderr[-3000:]
+    assert "index file train-000001.idx missing" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_trains_on_with_one_warning_where_mlflow_cannot_be_imported(shards_faces128, tmp_path):
     # A bare GPU machine (bench/gpu_check.sh) has no MLflow: training must not depend on it.
     blocked = tmp_path / "site" / "mlflow"

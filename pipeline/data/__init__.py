@@ -7,7 +7,7 @@ that DALI's output is tested against). See `build_loader`.
 
 from pipeline.data.config import Batch, Loader, LoaderConfig
 from pipeline.data.factory import build_loader
-from pipeline.data.shardset import ShardError, SplitShards, open_split
+from pipeline.data.shardset import ShardError, SplitShards, open_split, open_split_once
 
 __all__ = [
     "Batch",
@@ -17,4 +17,5 @@ __all__ = [
     "SplitShards",
     "build_loader",
     "open_split",
+    "open_split_once",
 ]

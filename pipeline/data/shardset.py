@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.distributed import ProcessPlace, first_problem
 from preprocess.manifest import ManifestError, load_manifest
 from preprocess.shards import index_mismatch, parse_dali_index
 
@@ -39,8 +40,18 @@ class SplitShards:
     manifest: dict
 
 
-def open_split(data: Path, split: str, scale: int, check_index: bool = True) -> SplitShards:
-    """The split's shards for a run at `scale`, or ShardError explaining why not."""
+def open_split(
+    data: Path,
+    split: str,
+    scale: int,
+    check_index: bool = True,
+    part: tuple[int, int] = (0, 1),
+) -> SplitShards:
+    """The split's shards for a run at `scale`, or ShardError explaining why not.
+
+    part=(k, n): check only shards k, k+n, k+2n, ... (the manifest is read whole either way);
+    `open_split_once` gives each rank of a job its part.
+    """
     try:
         manifest = load_manifest(data)
     except ManifestError as exc:
@@ -56,9 +67,11 @@ def open_split(data: Path, split: str, scale: int, check_index: bool = True) -> 
     hr_component = manifest["components"]["hr"]
     lr_component = manifest["components"][f"x{scale}"]
     tars, indexes = [], []
-    for entry in entries:
+    first, every = part
+    for number, entry in enumerate(entries):
         tar, index = data / entry["tar"], data / entry["index"]
-        _check_shard(tar, index, entry, (hr_component, lr_component), check_index)
+        if number % every == first:
+            _check_shard(tar, index, entry, (hr_component, lr_component), check_index)
         tars.append(tar)
         indexes.append(index)
     samples = sum(e["samples"] for e in entries)
@@ -82,6 +95,22 @@ def open_split(data: Path, split: str, scale: int, check_index: bool = True) -> 
         synthetic=bool(manifest.get("synthetic", False)),
         manifest=manifest,
     )
+
+
+def open_split_once(data: Path, split: str, scale: int, place: ProcessPlace) -> SplitShards:
+    """open_split for a job: each rank checks every world_size-th shard (the full CelebA train
+    split's ~160k tar headers are read once per job, not once per rank), and if any rank
+    finds a problem, every rank raises the lowest rank's, so none is left waiting."""
+    shards, problem = None, None
+    try:
+        shards = open_split(data, split, scale, part=(place.rank, place.world_size))
+    except ShardError as exc:
+        problem = str(exc)
+    problem = first_problem(problem)
+    if problem is not None:
+        raise ShardError(problem)
+    assert shards is not None
+    return shards
 
 
 def _check_shard(
