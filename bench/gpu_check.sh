@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything GPU-specific, checked and timed in ONE run of at most 8 minutes on a bare machine
+# Everything GPU-specific, checked and timed in ONE run of at most 9 minutes on a bare machine
 # with one GPU (an H200 here): torch with CUDA, torchvision, pillow and click preinstalled, no
 # network. Prepare on the dev machine with `bash bench/gpu_check_prepare.sh`, then send the
 # project with .gpu-check/ carried (device tool: carry [".gpu-check"]) and run
@@ -12,10 +12,13 @@
 #   train.txt        a short real 4x pretrain (1,000 steps) on faces128 shards of real CelebA, val PSNR/SSIM
 #                    against bicubic
 #   loader.txt       loader images/s: reference, and DALI CPU/GPU when DALI was sent
-# Part limits add up to 475 s (sized from the first H200 run, 2026-11-29: 372 s in all).
+# The evaluate part (python -m pipeline.evaluate on the train part's run, distributed
+# evaluation's code on one GPU) prints its table into gpu_check.log.
+# Part limits add up to 515 s (sized from the first H200 run, 2026-11-29: 372 s in all, before
+# the evaluate part was added).
 # Every part has its own time limit; a failed part is logged and the next one still runs.
 # GPU_CHECK_BUNDLE: the prepared folder (default .gpu-check). EXTRA_STEP_ARGS,
-# EXTRA_COMPILE_ARGS, EXTRA_TRAIN_ARGS, EXTRA_LOADER_ARGS are appended to a part's flags (the
+# EXTRA_COMPILE_ARGS, EXTRA_TRAIN_ARGS, EXTRA_EVAL_ARGS, EXTRA_LOADER_ARGS are appended to a part's flags (the
 # last occurrence of a flag wins): tests/test_gpu_check.py runs the whole script on a CPU with
 # tiny sizes that way, so every flag the device run passes is parsed in CI.
 set -uo pipefail
@@ -69,6 +72,8 @@ part train 110 bash -c "set -o pipefail; $python -m pipeline.train --data '$work
     --steps 1000 --batch-size 64 --lr 1e-3 --precision bf16 --loader-threads 12 \
     --eval-every 500 --checkpoint-every 500 --log-every 100 ${EXTRA_TRAIN_ARGS:-} --out '$work/run' \
     --tracking-uri 'sqlite:///$work/mlflow.db' 2>&1 | tr '\r' '\n' | grep --line-buffered -v -E 'step/s\]|s/step\]' | tee '$out/train.txt'"
+part evaluate 40 bash -c "$python -m pipeline.evaluate --checkpoint '$work/run' --data '$work/shards' \
+    --split val --scale 4 --batch-size 64 --loader-threads 12 ${EXTRA_EVAL_ARGS:-}"
 part loader 50 bash -c "set -o pipefail; $python bench/loader.py --data '$work/shards' --seconds 4 ${EXTRA_LOADER_ARGS:-} \
     | tee '$out/loader.txt'"
 echo "=== done $(date -Is); results in $out"

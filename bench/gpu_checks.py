@@ -1,5 +1,6 @@
 """The GPU-only code paths, checked on a real GPU: nccl, SyncBatchNorm, AMP (bf16, fp16 with
-GradScaler), channels_last, torch.compile and DALI's nvJPEG decoding against the CPU decoder.
+GradScaler), channels_last, torch.compile, DALI's nvJPEG decoding against the CPU decoder, and
+a step loop free of host-device syncs between logging steps.
 
     python bench/gpu_checks.py [--data SHARDS]      # run by bench/gpu_check.sh
 
@@ -173,6 +174,42 @@ def dali_gpu_decoding_matches_cpu(args) -> str:
     # nvJPEG and libjpeg-turbo may round IDCT/upsampling differently: a few grey levels at most
     assert worst <= 4 / 255 * 2, worst  # HR is in [-1, 1]: 2 units = 255 levels
     return f"{len(gpu)} val batches, max |GPU - CPU decode| {worst * 127.5:.2f} grey levels"
+
+
+@check
+def step_loop_syncs_only_at_logging_steps(args) -> str:
+    """The trainer's loop under CUDA's sync debug mode: the first host-device sync must be the
+    logging step's (the CPU test does the same on the meta device)."""
+    if args.data is None:
+        return "SKIPPED: no --data"
+    import tempfile
+
+    from pipeline.distributed import ProcessPlace
+    from pipeline.stopping import StopRequest
+    from pipeline.train import Trainer, parse_args, resolve_device_defaults
+
+    log_every, device, seen = 6, torch.device("cuda"), []
+    for phase in ("pretrain", "gan"):
+        with tempfile.TemporaryDirectory() as tmp:
+            argv = ["--data", str(args.data), "--scale", "4", "--phase", phase, "--steps", "50",
+                    "--log-every", str(log_every), "--eval-every", "1000", "--checkpoint-every",
+                    "1000", "--out", tmp, "--tracking-uri", f"sqlite:///{tmp}/mlflow.db",
+                    "--blocks", "2", "--channels", "16", "--d-channels", "8", "--batch-size", "8",
+                    "--precision", "bf16", "--vgg-weights", "random"]  # fmt: skip
+            cfg = resolve_device_defaults(parse_args(argv), device)
+            trainer = Trainer(cfg, ProcessPlace(), device)
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                trainer.train(StopRequest())
+                raise AssertionError(f"{phase}: no sync at all, not even the logging step's")
+            except RuntimeError as exc:
+                assert "synchroniz" in str(exc), exc
+                assert trainer.step == log_every, f"{phase}: sync at step {trainer.step}: {exc}"
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+                trainer.tracker.end("KILLED")
+            seen.append(f"{phase} first sync at step {trainer.step}")
+    return ", ".join(seen) + f" (log every {log_every})"
 
 
 def main() -> int:
