@@ -19,7 +19,6 @@ import random
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from pipeline.config import TrainConfig, load_config
 from pipeline.data import LoaderConfig, ShardError, build_loader, open_split_once
 from pipeline.distributed import ProcessPlace, init_distributed
 from pipeline.evaluate import evaluate
+from pipeline.meter import StepMeter
 from pipeline.srgan import SRGANModel, unwrap
 from pipeline.stopping import StopRequest, StopVote
 from pipeline.tracking import Tracker, resolve_tracking_uri
@@ -81,7 +81,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         default=None,
         help="NHWC activations [auto: on for CPUs, off on CUDA; see docs/PERFORMANCE.md]",
     )
-    p.add_argument("--tracking-uri", help="MLflow URI [MLFLOW_TRACKING_URI or sqlite:///mlflow.db]")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow URI, or 'none' for no tracking [MLFLOW_TRACKING_URI or sqlite:///mlflow.db]",
+    )
     p.add_argument("--experiment", help="MLflow experiment [srgan-celeba-<preset>]")
     p.add_argument("--vgg-weights", help="VGG19 state dict file, or 'random' (tests only)")
     p.add_argument("--seed", type=int)
@@ -109,16 +112,6 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
 
 # ---- distributed set-up -----------------------------------------------------------------
-
-
-def all_reduce_mean(values: dict[str, torch.Tensor], world_size: int) -> dict[str, float]:
-    """Means over ranks, read back to the host: once per logging window, not per step."""
-    names = sorted(values)
-    stacked = torch.stack([values[n].float() for n in names])
-    if world_size > 1:
-        dist.all_reduce(stacked)
-        stacked /= world_size
-    return dict(zip(names, stacked.tolist(), strict=True))
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -205,10 +198,12 @@ def resolve_device_defaults(cfg: TrainConfig, device: torch.device) -> TrainConf
 class Trainer:
     def __init__(self, cfg: TrainConfig, place: ProcessPlace, device: torch.device) -> None:
         self.cfg, self.place, self.device = cfg, place, device
+        self.created = time.perf_counter()
         # checked once per job, here (each rank its part): a broken val split must fail now,
         # not at the first evaluation
         self.shards = open_split_once(cfg.data, "train", cfg.scale, place)
         self.val_shards = open_split_once(cfg.data, "val", cfg.scale, place)
+        self.check_seconds = time.perf_counter() - self.created
         self.loader_cfg = LoaderConfig(
             data=cfg.data,
             split="train",
@@ -228,7 +223,10 @@ class Trainer:
         self.step = 0
         self.run_id: str | None = None
         self.checkpoints = cfg.out / "checkpoints"
-        self.tracker = Tracker(place.is_main, resolve_tracking_uri(cfg.tracking_uri))
+        uri = resolve_tracking_uri(cfg.tracking_uri)
+        self.tracker = Tracker(place.is_main and uri != "none", uri)
+        if uri == "none" and place.is_main:
+            log.info("MLflow tracking off (--tracking-uri none)")
         # computed at the first evaluation, then reused (beside the shards, or in the run)
         self.baseline = BicubicBaseline(
             self.val_shards, [cfg.data / "baselines", cfg.out / "baselines"]
@@ -404,9 +402,8 @@ class Trainer:
     def train(self, stop: StopRequest) -> str:
         cfg = self.cfg
         self.start_tracking()
-        global_batch = cfg.batch_size * self.place.world_size
-        sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
-        window_steps, window_wait, window_start = 0, 0.0, time.perf_counter()
+        meter = StepMeter(self.device, cfg.batch_size * self.place.world_size,
+                          self.place.world_size)  # fmt: skip
         bar = tqdm(
             total=cfg.steps,
             initial=self.step,
@@ -418,34 +415,22 @@ class Trainer:
         outcome = "finished"
         vote = StopVote(stop)
         while self.step < cfg.steps and outcome == "finished":
-            waited = time.perf_counter()
+            meter.asking()
             for batch in self.loader:
-                window_wait += time.perf_counter() - waited
+                meter.got_batch()
+                if meter.steps_done == 0:
+                    log.info("first batch %.1f s after start-up began (shards checked in %.1f s)",
+                             meter.first_batch_at - self.created, self.check_seconds)  # fmt: skip
                 self.model.set_lr(learning_rate(cfg, self.step))
-                losses = self.model.train_step(batch.lr, batch.hr)
-                for name, value in losses.items():
-                    sums[name] += value
+                meter.add(self.model.train_step(batch.lr, batch.hr))
                 self.step += 1
-                window_steps += 1
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    means = all_reduce_mean(
-                        {k: v / window_steps for k, v in sums.items()}, self.place.world_size
-                    )
-                    elapsed = time.perf_counter() - window_start
-                    means["perf/images_per_s"] = window_steps * global_batch / elapsed
-                    means["perf/data_wait_fraction"] = window_wait / elapsed
+                    means = meter.window()
                     means["lr"] = learning_rate(cfg, self.step - 1)
                     self.tracker.log_metrics(means, self.step)
-                    bar.set_postfix(
-                        {
-                            k.split("/")[-1]: f"{v:.4g}"
-                            for k, v in means.items()
-                            if k.startswith("loss/")
-                        }
-                    )
-                    sums.clear()
-                    window_steps, window_wait, window_start = 0, 0.0, time.perf_counter()
+                    losses = {k: v for k, v in means.items() if k.startswith("loss/")}
+                    bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in losses.items()})
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     self.save()
                 if self.step % cfg.eval_every == 0 and self.step < cfg.steps:
@@ -455,9 +440,11 @@ class Trainer:
                     break
                 if self.step >= cfg.steps:
                     break
-                waited = time.perf_counter()
+                meter.asking()
         bar.close()
         vote.close()
+        log.info("%d steps, %.1f images/s since the first batch (evaluations and checkpoints "
+                 "included)", meter.steps_done, meter.images_per_s())  # fmt: skip
         self.save()
         if outcome == "stopped":
             log.warning(
