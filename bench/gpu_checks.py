@@ -1,6 +1,6 @@
-"""The GPU-only code paths, checked on a real GPU: nccl, SyncBatchNorm, AMP (bf16, fp16 with
-GradScaler), channels_last, torch.compile, DALI's nvJPEG decoding against the CPU decoder, and
-a step loop free of host-device syncs between logging steps.
+"""The GPU-only code paths, checked on a real GPU: nccl, synchronised BatchNorm, AMP (bf16,
+fp16 with GradScaler), channels_last, torch.compile, DALI's nvJPEG decoding against the CPU
+decoder, and a step loop free of host-device syncs between logging steps.
 
     python bench/gpu_checks.py [--data SHARDS]      # run by bench/gpu_check.sh
 
@@ -47,24 +47,35 @@ def nccl_all_reduce(args) -> str:
 
 
 @check
-def sync_batchnorm_matches_batchnorm(args) -> str:
+def allreduce_batchnorm_matches_batchnorm_without_syncs(args) -> str:
+    """The synchronised BatchNorm DDP runs use, on CUDA/NCCL: the group here has one rank, so
+    the module is told there are two to take its all-reduce path; it must equal BatchNorm
+    (outputs, input gradients, running statistics) and never sync host and device."""
     torch.manual_seed(0)
     plain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)).cuda()
-    synced = sync_batchnorm(
-        nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)), torch.device("cuda")
-    ).cuda()
+    synced = sync_batchnorm(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))).cuda()
     synced.load_state_dict(plain.state_dict())
     kind = type(synced[1]).__name__
-    x = torch.randn(4, 3, 16, 16, device="cuda", requires_grad=True)
-    y1, y2 = plain(x), synced(x)
+    x = torch.randn(4, 3, 16, 16, device="cuda").mul_(3).add_(5).requires_grad_(True)
+    y1 = plain(x)
     y1.square().mean().backward()
     g1 = x.grad.clone()
     x.grad = None
-    y2.square().mean().backward()
+    real_world_size = dist.get_world_size
+    dist.get_world_size = lambda group=None: 2  # type: ignore[assignment]
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        y2 = synced(x)
+        y2.square().mean().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+        dist.get_world_size = real_world_size
     diff = (y1 - y2).abs().max().item()
     gdiff = (g1 - x.grad).abs().max().item()
-    assert diff < 1e-5 and gdiff < 1e-6, (diff, gdiff)
-    return f"{kind}: max |out diff| {diff:.1e}, |grad diff| {gdiff:.1e}"
+    sdiff = max((plain[1].running_mean - synced[1].running_mean).abs().max().item(),
+                (plain[1].running_var - synced[1].running_var).abs().max().item())  # fmt: skip
+    assert diff < 1e-4 and gdiff < 1e-6 and sdiff < 1e-5, (diff, gdiff, sdiff)
+    return f"{kind}: max |out diff| {diff:.1e}, |grad diff| {gdiff:.1e}, stats {sdiff:.1e}"
 
 
 def _steps(precision: str, phase: str, channels_last: bool = False, steps: int = 3) -> list[float]:
@@ -189,26 +200,27 @@ def step_loop_syncs_only_at_logging_steps(args) -> str:
     from pipeline.train import Trainer, parse_args, resolve_device_defaults
 
     log_every, device, seen = 6, torch.device("cuda"), []
-    for phase in ("pretrain", "gan"):
+    # fp16: GradScaler's inf check must stay on the device (fused Adam takes it)
+    for phase, precision in (("pretrain", "bf16"), ("gan", "bf16"), ("pretrain", "fp16")):
         with tempfile.TemporaryDirectory() as tmp:
             argv = ["--data", str(args.data), "--scale", "4", "--phase", phase, "--steps", "50",
                     "--log-every", str(log_every), "--eval-every", "1000", "--checkpoint-every",
                     "1000", "--out", tmp, "--tracking-uri", f"sqlite:///{tmp}/mlflow.db",
                     "--blocks", "2", "--channels", "16", "--d-channels", "8", "--batch-size", "8",
-                    "--precision", "bf16", "--vgg-weights", "random"]  # fmt: skip
+                    "--precision", precision, "--vgg-weights", "random"]  # fmt: skip
             cfg = resolve_device_defaults(parse_args(argv), device)
             trainer = Trainer(cfg, ProcessPlace(), device)
             torch.cuda.set_sync_debug_mode("error")
             try:
                 trainer.train(StopRequest())
-                raise AssertionError(f"{phase}: no sync at all, not even the logging step's")
+                raise AssertionError(f"{phase} {precision}: no sync, not even the logging step's")
             except RuntimeError as exc:
                 assert "synchroniz" in str(exc), exc
-                assert trainer.step == log_every, f"{phase}: sync at step {trainer.step}: {exc}"
+                assert trainer.step == log_every, f"{phase} {precision}: at {trainer.step}: {exc}"
             finally:
                 torch.cuda.set_sync_debug_mode(0)
                 trainer.tracker.end("KILLED")
-            seen.append(f"{phase} first sync at step {trainer.step}")
+            seen.append(f"{phase} {precision} first sync at step {trainer.step}")
     return ", ".join(seen) + f" (log every {log_every})"
 
 

@@ -14,6 +14,8 @@ import json
 import logging
 from pathlib import Path
 
+import PIL
+
 from pipeline.data import SplitShards
 from preprocess.atomic import write_bytes
 
@@ -25,12 +27,16 @@ METRIC_VERSION = 1
 SCORES = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 
 
-def baseline_key(shards: SplitShards) -> dict[str, object]:
+def baseline_key(shards: SplitShards, decoder: str) -> dict[str, object]:
+    """decoder: nvJPEG and libjpeg differ by a few grey levels, PIL builds (pillow-simd) by one
+    in bicubic resizing; either moves the scores a little."""
     manifest = json.dumps(shards.manifest, sort_keys=True).encode()
     return {
         "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
         "split": shards.split,
         "scale": shards.scale,
+        "decoder": decoder,
+        "pil": PIL.__version__,
         "metric_version": METRIC_VERSION,
         "scores": list(SCORES),
     }
@@ -39,11 +45,11 @@ def baseline_key(shards: SplitShards) -> dict[str, object]:
 class BicubicBaseline:
     """Per-image bicubic scores of one split: read from the cache file, added to, saved."""
 
-    def __init__(self, shards: SplitShards, folders: list[Path]) -> None:
+    def __init__(self, shards: SplitShards, folders: list[Path], decoder: str) -> None:
         """folders: where the file may live, in order of preference (the shards' folder
         first, a run folder for read-only datasets); the first holding a valid file is read,
-        the first writable one is written."""
-        self.key = baseline_key(shards)
+        the first writable one is written. decoder: the loader's (`Loader.decoder`)."""
+        self.key = baseline_key(shards, decoder)
         self.name = f"bicubic-{shards.split}-x{shards.scale}.json"
         self.folders = folders
         self.scores: dict[str, list[float]] = {}

@@ -8,6 +8,7 @@ interleaves with DDP's gradient all-reduces.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,15 @@ class ProcessPlace:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def configure_logging(place: ProcessPlace) -> None:
+    """Rank 0 tells the story (INFO); the others speak only of problems, and every line names
+    its rank."""
+    logging.basicConfig(
+        level=logging.INFO if place.is_main else logging.WARNING,
+        format=f"%(asctime)s [rank {place.rank}] %(levelname)s %(name)s: %(message)s",
+    )
 
 
 _control_group: Any = None  # the CPU gloo group of this job, made by init_distributed

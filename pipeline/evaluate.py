@@ -16,10 +16,12 @@ is scored.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,8 @@ from pipeline.checkpoint import CheckpointError, find_checkpoint, generator_from
 from pipeline.data import LoaderConfig, ShardError, SplitShards, build_loader, open_split_once
 from pipeline.distributed import (
     ProcessPlace,
+    configure_logging,
+    first_problem,
     gather_objects,
     init_distributed,
     sum_over_ranks,
@@ -108,8 +112,8 @@ def evaluate(
     cfg = dataclasses.replace(loader_cfg, shuffle=False, flip=False, drop_last=False)
     cfg = dataclasses.replace(cfg, with_keys=True)
     shards = shards or open_split_once(cfg.data, cfg.split, cfg.scale, place)
-    baseline = baseline or BicubicBaseline(shards, [shards.data / "baselines"])
     loader = build_loader(cfg, place, shards)
+    baseline = baseline or BicubicBaseline(shards, [shards.data / "baselines"], loader.decoder)
     device = next(generator.parameters()).device
     sr_sums = torch.zeros(len(SR_SUMS) + 1, dtype=torch.float64, device=device)
     bicubic_sums = torch.zeros(len(SCORES), dtype=torch.float64)
@@ -123,7 +127,7 @@ def evaluate(
                 break
             lr = batch.lr.to(device)
             hr01 = (batch.hr.to(device).float() + 1) / 2
-            with autocast(device, precision):
+            with _strict(precision), autocast(device, precision):
                 sr = generator(lr)
             sr01 = to_8bit((sr.float() + 1) / 2)
             # A colour cast shows as a shift of the mean colour of SR against HR.
@@ -161,6 +165,23 @@ def evaluate(
         images_per_rank=images_per_rank,
         seconds=time.perf_counter() - start,
     )
+
+
+@contextlib.contextmanager
+def _strict(precision: str) -> Iterator[None]:
+    """fp32 means fp32: without this, cuDNN runs fp32 convolutions in TF32 (PyTorch's default)."""
+    if precision != "fp32":
+        yield
+        return
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    was = matmul.allow_tf32
+    matmul.allow_tf32 = False
+    try:
+        with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                         deterministic=cudnn.deterministic, allow_tf32=False):  # fmt: skip
+            yield
+    finally:
+        matmul.allow_tf32 = was
 
 
 def _bicubic_scores(
@@ -254,16 +275,27 @@ def report(scores: Scores, checkpoint: Path, step: int, precision: str) -> str:
     return "\n".join(lines)
 
 
+def _agreed_checkpoint(given: Path, place: ProcessPlace) -> tuple[Path, dict]:
+    """Rank 0 picks the file (a run folder's newest can change while a run trains) and every
+    rank loads that one; a problem stops every rank."""
+    found, problem = None, None
+    if place.is_main:
+        try:
+            found = find_checkpoint(given)[0]
+        except CheckpointError as exc:
+            problem = str(exc)
+    if (problem := first_problem(problem)) is not None:
+        raise CheckpointError(problem)
+    return find_checkpoint(gather_objects(found)[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     place = ProcessPlace.from_env()
-    logging.basicConfig(
-        level=logging.INFO if place.is_main else logging.WARNING,
-        format=f"%(asctime)s [rank {place.rank}] %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(place)
     device = init_distributed(place)
     try:
-        path, state = find_checkpoint(args.checkpoint)
+        path, state = _agreed_checkpoint(args.checkpoint, place)
         made_for = state.get("config", {}).get("scale")
         if made_for != args.scale:
             raise CheckpointError(f"{path}: made for scale {made_for}, not {args.scale}")

@@ -66,12 +66,13 @@ class SRGANModel:
         if self.gan:
             vgg = VGGFeatures(cfg.vgg_weights, cfg.loss.vgg_layer)
             self.content = ContentLoss(vgg, cfg.loss.vgg_rescale).to(device)
-        betas = (cfg.optim.beta1, cfg.optim.beta2)
-        self.opt_g = torch.optim.Adam(self.g_raw.parameters(), lr=cfg.optim.lr, betas=betas)
+        # Fused Adam on CUDA: one kernel per step, and it takes fp16's GradScaler inf check
+        # on the device (GradScaler.step otherwise reads it back to the host every step).
+        adam: dict[str, Any] = {"lr": cfg.optim.lr, "betas": (cfg.optim.beta1, cfg.optim.beta2)}
+        adam["fused"] = device.type == "cuda"
+        self.opt_g = torch.optim.Adam(self.g_raw.parameters(), **adam)
         self.opt_d = (
-            torch.optim.Adam(self.d_raw.parameters(), lr=cfg.optim.lr, betas=betas)
-            if self.d_raw is not None
-            else None
+            torch.optim.Adam(self.d_raw.parameters(), **adam) if self.d_raw is not None else None
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.memory_format = memory_format
@@ -162,11 +163,21 @@ class SRGANModel:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         unwrap(self.g).load_state_dict(state["generator"])
-        self.opt_g.load_state_dict(state["opt_g"])
         self.scaler.load_state_dict(state["scaler"])
+        optimizers = [(self.opt_g, state["opt_g"])]
         if self.d is not None and self.opt_d is not None:
             unwrap(self.d).load_state_dict(state["discriminator"])
-            self.opt_d.load_state_dict(state["opt_d"])
+            optimizers.append((self.opt_d, state["opt_d"]))
+        for optimizer, saved in optimizers:
+            fused = [group["fused"] for group in optimizer.param_groups]
+            optimizer.load_state_dict(saved)
+            # a checkpoint from another device (or an older version) carries its own `fused`
+            for group, keep in zip(optimizer.param_groups, fused, strict=True):
+                group["fused"] = keep
+                for param in group["params"] if keep else []:
+                    state = optimizer.state.get(param, {})
+                    if "step" in state:  # fused Adam keeps its step count beside the weights
+                        state["step"] = state["step"].to(param.device, torch.float32)
 
     def load_generator(self, weights: dict[str, torch.Tensor]) -> None:
         """Start from a pre-trained SRResNet (the GAN phase's --init)."""

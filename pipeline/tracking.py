@@ -201,7 +201,13 @@ class Tracker:
             self._sender = None
         if self._dropped:
             log.warning("MLflow: %d tracking records were dropped (queue full)", self._dropped)
+        if self.run_id is None:
+            return
+        # Also after tracking was turned off mid-run: left open, the run would be closed as
+        # FINISHED by MLflow's exit hook whatever happened.
+        self.enabled = True
         self._guard("end run", lambda: _mlflow().end_run(status=status))
+        self.enabled = False
 
 
 def _mlflow() -> Any:

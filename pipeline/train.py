@@ -38,7 +38,7 @@ from pipeline.checkpoint import (
 )
 from pipeline.config import TrainConfig, load_config
 from pipeline.data import LoaderConfig, ShardError, build_loader, open_split_once
-from pipeline.distributed import ProcessPlace, init_distributed
+from pipeline.distributed import ProcessPlace, configure_logging, init_distributed
 from pipeline.evaluate import evaluate
 from pipeline.meter import StepMeter
 from pipeline.srgan import SRGANModel, unwrap
@@ -229,7 +229,7 @@ class Trainer:
             log.info("MLflow tracking off (--tracking-uri none)")
         # computed at the first evaluation, then reused (beside the shards, or in the run)
         self.baseline = BicubicBaseline(
-            self.val_shards, [cfg.data / "baselines", cfg.out / "baselines"]
+            self.val_shards, [cfg.data / "baselines", cfg.out / "baselines"], self.loader.decoder
         )
 
     # -- starting points
@@ -435,10 +435,10 @@ class Trainer:
                     self.save()
                 if self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                     self.run_eval()
+                if self.step >= cfg.steps:  # every rank at once, before any vote on stopping
+                    break
                 if vote.should_stop():
                     outcome = "stopped"
-                    break
-                if self.step >= cfg.steps:
                     break
                 meter.asking()
         bar.close()
@@ -466,10 +466,7 @@ class Trainer:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     place = ProcessPlace.from_env()
-    logging.basicConfig(
-        level=logging.INFO if place.is_main else logging.WARNING,
-        format=f"%(asctime)s [rank {place.rank}] %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(place)
     stop = StopRequest()
     device = init_distributed(place)
     cfg = resolve_device_defaults(cfg, device)

@@ -431,3 +431,22 @@ def test_the_step_loop_reads_nothing_back_from_the_device_between_logging_steps(
         finally:
             trainer.tracker.end("KILLED")
         assert trainer.step == log_every
+
+
+def test_resume_keeps_this_devices_fused_adam(shards_faces128):
+    # torch's load_state_dict takes `fused` from the checkpoint: a checkpoint written without
+    # it would silently turn off fused Adam on CUDA (and with it fp16's sync-free inf check)
+    cfg = TrainConfig(phase="gan", precision="fp32", vgg_weights="random",
+                      model=ModelConfig(blocks=1, channels=8, d_channels=4))  # fmt: skip
+    cfg.loss.vgg_layer = "relu2_2"
+    model = SRGANModel(cfg, 128, torch.device("cpu"), world_size=1)
+    batch = next(iter(build_loader(LoaderConfig(data=shards_faces128, batch_size=2))))
+    model.train_step(batch.lr, batch.hr)
+    saved = model.state_dict()  # written unfused, as on a CPU
+    optimizers = (model.opt_g, model.opt_d)
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group["fused"] = True  # as SRGANModel sets it on CUDA
+    model.load_state_dict(saved)
+    assert all(g["fused"] is True for opt in optimizers for g in opt.param_groups)
+    model.train_step(batch.lr, batch.hr)  # and the fused step runs on what was loaded

@@ -1,8 +1,11 @@
 """Batch statistics over all ranks, so N processes train like one with the global batch.
 
-On CUDA this is torch's SyncBatchNorm. torch refuses SyncBatchNorm on CPU tensors, so for gloo
-runs (CI, tests, CPU clusters) `AllReduceBatchNorm2d` does the same with an autograd-aware
-all-reduce of the per-channel sums.
+One implementation for gloo and NCCL: an autograd-aware all-reduce of per-channel sums. torch's
+SyncBatchNorm is not used even on CUDA: it refuses CPU tensors, and on CUDA it reads the
+gathered counts back to the host in every forward (a mask over empty ranks, torch 2.14,
+pytorch issue 78656), which puts dozens of host-device syncs in every GAN step. The sums are
+taken around the running mean (the same on every rank), so E[x^2] - E[x]^2 does not cancel
+catastrophically when a channel's mean is large against its spread.
 """
 
 from __future__ import annotations
@@ -20,33 +23,40 @@ class AllReduceBatchNorm2d(nn.BatchNorm2d):
         channels = x.shape[1]
         # statistics in fp32 at least (bf16/fp16 activations), in float64 when given float64
         x32 = x.to(torch.promote_types(x.dtype, torch.float32))
+        shape = (1, channels, 1, 1)
+        centre = (
+            self.running_mean.detach().to(x32.dtype, copy=True).view(shape)
+            if self.running_mean is not None
+            else x32.new_zeros(shape)
+        )
+        shifted = x32 - centre
         count = x32.new_full((1,), x.numel() // channels)
-        local = torch.cat([x32.sum(dim=(0, 2, 3)), (x32 * x32).sum(dim=(0, 2, 3)), count])
+        local = torch.cat(
+            [shifted.sum(dim=(0, 2, 3)), (shifted * shifted).sum(dim=(0, 2, 3)), count]
+        )
         total = dist_fn.all_reduce(local)
         n = total[-1]
-        mean = total[:channels] / n
-        var = total[channels : 2 * channels] / n - mean * mean
+        offset = total[:channels] / n
+        mean = centre.view(channels) + offset
+        var = total[channels : 2 * channels] / n - offset * offset
         if self.track_running_stats:
             with torch.no_grad():
                 momentum = self.momentum if self.momentum is not None else 0.1
                 self.running_mean.lerp_(mean.detach(), momentum)
                 self.running_var.lerp_(var.detach() * n / (n - 1), momentum)
                 self.num_batches_tracked += 1
-        shape = (1, channels, 1, 1)
         out = (x32 - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
         return out.to(x.dtype)
 
 
-def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
-    """Replace every BatchNorm2d with the synchronised kind for `device`."""
-    if device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    return _convert_cpu(module)
+def sync_batchnorm(module: nn.Module, device: torch.device | None = None) -> nn.Module:
+    """Replace every BatchNorm2d with AllReduceBatchNorm2d (the same on every device)."""
+    return _convert(module)
 
 
-def _convert_cpu(module: nn.Module) -> nn.Module:
+def _convert(module: nn.Module) -> nn.Module:
     if isinstance(module, nn.BatchNorm2d) and not isinstance(module, AllReduceBatchNorm2d):
         replacement = AllReduceBatchNorm2d(
             module.num_features,
@@ -59,7 +69,7 @@ def _convert_cpu(module: nn.Module) -> nn.Module:
         replacement.train(module.training)
         return replacement
     for name, child in module.named_children():
-        module.add_module(name, _convert_cpu(child))
+        module.add_module(name, _convert(child))
     return module
 
 

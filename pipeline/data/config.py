@@ -78,7 +78,9 @@ def epoch_batches(
 ) -> int:
     """batches_per_epoch, refusing a split too small to give any batch."""
     batches = batches_per_epoch(samples, world_size, cfg.batch_size, cfg.drop_last, shard)
-    if batches == 0:
+    # decided the same way on every rank (never by the rank's own shard), so no rank raises
+    # while the others go on into a collective
+    if batches == 0 or samples < world_size:
         wanted = "full batch" if cfg.drop_last else "sample for every process"
         raise ValueError(
             f"{where}: {samples} samples over {world_size} processes give no {wanted} "
@@ -101,6 +103,7 @@ class Loader(Protocol):
     """What the trainer relies on; DaliLoader and ReferenceLoader both provide it."""
 
     backend: str
+    decoder: str  # what decodes the JPEGs: "dali-nvjpeg", "dali-cpu" or "pil"
     device: torch.device
     epoch: int
     batch_in_epoch: int

@@ -99,6 +99,7 @@ class DaliLoader:
         self.cfg, self.shards, self.place = cfg, shards, place
         self.gpu = use_gpu_decoding(cfg.decode_device)
         self.device = torch.device(f"cuda:{place.local_rank}" if self.gpu else "cpu")
+        self.decoder = "dali-nvjpeg" if self.gpu else "dali-cpu"
         self.epoch = 0
         self.batch_in_epoch = 0
         self._batches = self._epoch_batches()

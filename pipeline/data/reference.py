@@ -125,6 +125,7 @@ class ReferenceLoader:
     """Same interface as DaliLoader: iterating gives one epoch of `len(self)` batches."""
 
     backend = "reference"
+    decoder = "pil"
 
     def __init__(
         self,
@@ -158,16 +159,21 @@ class ReferenceLoader:
     def __iter__(self) -> Iterator[Batch]:
         self._dataset.epoch, self._dataset.start = self.epoch, self.batch_in_epoch
         workers = max(0, self.cfg.threads) if self._batches - self.batch_in_epoch > 1 else 0
+        # Pinned host memory, so the copies to the GPU are asynchronous (from pageable memory
+        # every copy would make the host wait for the GPU).
+        cuda = self.device.type == "cuda"
         loader = DataLoader(
             self._dataset,
             batch_size=None,
             num_workers=workers,
             prefetch_factor=self.cfg.prefetch if workers else None,
+            pin_memory=cuda,
         )
         for batch in loader:
             self.batch_in_epoch += 1
             keys = batch.keys if self.cfg.with_keys else None
-            yield Batch(batch.lr.to(self.device), batch.hr.to(self.device), keys)
+            lr = batch.lr.to(self.device, non_blocking=cuda)
+            yield Batch(lr, batch.hr.to(self.device, non_blocking=cuda), keys)
         self.epoch += 1
         self.batch_in_epoch = 0
         self._batches = self._epoch_batches()

@@ -106,6 +106,8 @@ def open_split_once(data: Path, split: str, scale: int, place: ProcessPlace) -> 
         shards = open_split(data, split, scale, part=(place.rank, place.world_size))
     except ShardError as exc:
         problem = str(exc)
+    except Exception as exc:  # noqa: BLE001 - an unreadable file on one rank must stop all
+        problem = f"{data} {split}: {type(exc).__name__}: {exc}"
     problem = first_problem(problem)
     if problem is not None:
         raise ShardError(problem)
