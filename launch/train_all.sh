@@ -8,8 +8,9 @@
 #   NPROC=2 bash launch/train_all.sh --steps 1000     # arguments go to every phase
 #
 # Environment (default): DATA (data/shards-faces128), RUNS (runs), NPROC (the GPUs, else 1),
-# MLFLOW_TRACKING_URI (sqlite:///$RUNS/mlflow.db), SCALES ("4 8"), PRETRAIN_ARGS and GAN_ARGS
-# (arguments for one phase only, split on spaces).
+# MLFLOW_TRACKING_URI (sqlite:///$RUNS/mlflow.db), SCALES ("4 8"), MAX_RESTARTS (3: torchrun's
+# restarts of a phase after a worker crash), PRETRAIN_ARGS and GAN_ARGS (arguments for one
+# phase only, split on spaces).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -22,7 +23,10 @@ runs="${RUNS:-runs}"
 mkdir -p "$runs"
 export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$(realpath "$runs")/mlflow.db}"
 nproc="${NPROC:-$(python -c 'import torch; print(max(torch.cuda.device_count(), 1))')}"
-launcher=(torchrun --standalone --nproc_per_node="$nproc" -m pipeline.train)
+# A crashed worker (OOM kill, a bad node) restarts the group, which resumes from the newest
+# checkpoint in the same MLflow run.
+launcher=(torchrun --standalone --nproc_per_node="$nproc" --max-restarts="${MAX_RESTARTS:-3}"
+          -m pipeline.train)
 
 # shellcheck disable=SC2086  # the *_ARGS strings are meant to split into arguments
 for scale in ${SCALES:-4 8}; do

@@ -63,7 +63,17 @@ def init_distributed(place: ProcessPlace) -> torch.device:
     else:
         device = torch.device("cpu")
     if place.world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        store, _, _ = next(dist.rendezvous("env://", rank=place.rank, world_size=place.world_size))
+        # torchrun keeps its store across restarts of the workers (pytorch issue 167288): the
+        # addresses a dead attempt published would be read as this attempt's, and connecting
+        # to them is refused. Each attempt gets keys of its own.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo",
+            store=dist.PrefixStore(f"srgan/attempt-{attempt}", store),
+            rank=place.rank,
+            world_size=place.world_size,
+        )
         _control_group = dist.new_group(backend="gloo")
     return device
 

@@ -225,10 +225,15 @@ def _grid_rows(
 
 
 def _write_grid(path: Path, rows: list[torch.Tensor]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """A sample image is not worth a crash: a full disk leaves a warning and no file."""
     tmp = tmp_path(path)
-    save_image(torch.cat(rows), tmp, nrow=4, padding=2, format="png")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(torch.cat(rows), tmp, nrow=4, padding=2, format="png")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        log.warning("%s: sample grid not written (%s)", path, exc.strerror or exc)
 
 
 # ---- the command ---------------------------------------------------------------------------

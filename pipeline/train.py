@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -31,6 +33,7 @@ from pipeline.archs.vgg import describe_weights
 from pipeline.baseline import BicubicBaseline
 from pipeline.checkpoint import (
     CheckpointError,
+    checkpoint_path,
     find_checkpoint,
     load_checkpoint,
     newest_valid_checkpoint,
@@ -38,7 +41,13 @@ from pipeline.checkpoint import (
 )
 from pipeline.config import TrainConfig, load_config
 from pipeline.data import LoaderConfig, ShardError, build_loader, open_split_once
-from pipeline.distributed import ProcessPlace, configure_logging, init_distributed
+from pipeline.distributed import (
+    ProcessPlace,
+    configure_logging,
+    first_problem,
+    gather_objects,
+    init_distributed,
+)
 from pipeline.evaluate import evaluate
 from pipeline.meter import StepMeter
 from pipeline.srgan import SRGANModel, unwrap
@@ -224,7 +233,8 @@ class Trainer:
         self.run_id: str | None = None
         self.checkpoints = cfg.out / "checkpoints"
         uri = resolve_tracking_uri(cfg.tracking_uri)
-        self.tracker = Tracker(place.is_main and uri != "none", uri)
+        self.tracker = Tracker(place.is_main and uri != "none", uri, cfg.out / "tracking")
+        self.resumed_step: int | None = None
         if uri == "none" and place.is_main:
             log.info("MLflow tracking off (--tracking-uri none)")
         # computed at the first evaluation, then reused (beside the shards, or in the run)
@@ -291,17 +301,16 @@ class Trainer:
             )
             self.loader.epoch = loaders[0]["epoch"] + 1
         log.info("resumed from %s at step %d", path, self.step)
+        self.resumed_step = self.step
         return True
 
     # -- checkpoints and tracking
 
     def save(self) -> None:
-        loader_states: list[Any] = [None] * self.place.world_size
-        state = self.loader.state_dict()
-        if self.place.world_size > 1:
-            dist.all_gather_object(loader_states, state)
-        else:
-            loader_states = [state]
+        """Rank 0 writes the checkpoint; every rank learns whether it worked (a full disk stops
+        them all with one line), and none goes on before the file is on disk."""
+        loader_states = gather_objects(self.loader.state_dict())
+        problem = None
         if self.place.is_main:
             checkpoint = {
                 "step": self.step,
@@ -312,13 +321,23 @@ class Trainer:
                 "mlflow_run_id": self.run_id,
                 "world_size": self.place.world_size,
             }
-            path = save_checkpoint(
-                self.checkpoints, self.step, checkpoint, self.cfg.keep_checkpoints
-            )
-            log.info("checkpoint %s", path)
-        if self.place.world_size > 1:
-            # No rank exits (so no launcher tears the job down) before the file is on disk.
-            dist.barrier()
+            try:
+                path = save_checkpoint(
+                    self.checkpoints, self.step, checkpoint, self.cfg.keep_checkpoints
+                )
+                log.info("checkpoint %s", path)
+                self.tracker.commit(self.step)  # its records may now go to MLflow
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                free = shutil.disk_usage(self.checkpoints).free / 2**20
+                problem = (
+                    f"{checkpoint_path(self.checkpoints, self.step)}: disk full writing the "
+                    f"checkpoint of step {self.step} ({free:.1f} MiB free); the previous "
+                    "checkpoint is intact: free space, then run again with --resume auto"
+                )
+        if (problem := first_problem(problem)) is not None:
+            raise TrainingError(problem)
 
     def start_tracking(self) -> None:
         manifest = self.shards.manifest
@@ -339,7 +358,13 @@ class Trainer:
         }
         resuming = self.run_id is not None
         self.run_id = (
-            self.tracker.start(experiment, f"x{self.cfg.scale}-{self.cfg.phase}", self.run_id, tags)
+            self.tracker.start(
+                experiment,
+                f"x{self.cfg.scale}-{self.cfg.phase}",
+                self.run_id,
+                tags,
+                resume_step=self.resumed_step,
+            )
             or self.run_id
         )
         if resuming:
@@ -384,7 +409,7 @@ class Trainer:
         if self.place.is_main:
             self.tracker.log_metrics(scores.metrics(), self.step)
             if grid.is_file():
-                self.tracker.log_artifact(grid, "samples")
+                self.tracker.log_artifact(grid, "samples", self.step)
             log.info(
                 "step %d: val PSNR-Y %.2f dB (bicubic %.2f), SSIM-Y %.4f (bicubic %.4f), "
                 "%d images in %.1f s",
@@ -472,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = resolve_device_defaults(cfg, device)
     seed_everything(cfg.seed, cfg.deterministic)
     warn_if_plain_pillow()
+    trainer = None
     try:
         trainer = Trainer(cfg, place, device)
         trainer.initialise()
@@ -489,9 +515,16 @@ def main(argv: list[str] | None = None) -> int:
             )
         trainer.train(stop)
     except (TrainingError, ShardError, VGGWeightsMissing, CheckpointError) as exc:
+        if trainer is not None:
+            trainer.tracker.end("FAILED")
         where = f"[rank {place.rank}] " if place.world_size > 1 else ""
         print(f"{where}pipeline.train: error: {exc}", file=sys.stderr)
         return 2
+    except BaseException as exc:
+        # never left RUNNING, nor marked FINISHED by MLflow's exit hook
+        if trainer is not None:
+            trainer.tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -1,7 +1,9 @@
-"""MLflow tracking off the training thread: a stalled or dying server never holds a step."""
+"""MLflow tracking off the training thread: a stalled, dying or absent server never holds a
+step and loses nothing; records go to MLflow once their step is checkpointed, once each."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from pipeline import tracking
 from pipeline.tracking import Tracker
 
 
@@ -34,73 +37,140 @@ def stalled_server(monkeypatch):
     release.set()
 
 
-def _tracker(tmp_path: Path, **kwargs) -> Tracker:
-    tracker = Tracker(True, f"sqlite:///{tmp_path / 'mlflow.db'}", **kwargs)
-    assert tracker.start("tracking-test", "run", None, {}) is not None
+def _uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def _tracker(tmp_path: Path, resume_step: int | None = None, run_id: str | None = None,
+             uri: str | None = None, **kwargs) -> Tracker:  # fmt: skip
+    tracker = Tracker(True, uri or _uri(tmp_path), tmp_path / "run" / "tracking", **kwargs)
+    tracker.start("tracking-test", "run", run_id, {}, resume_step=resume_step)
     return tracker
 
 
-def _history(tracker: Tracker, name: str) -> list[tuple[int, float]]:
-    client = mlflow.MlflowClient(tracking_uri=tracker.uri)
-    return [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, name)]
+def _history(uri: str, run_id: str, name: str = "loss") -> list[tuple[int, float]]:
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    return [(m.step, m.value) for m in client.get_metric_history(run_id, name)]
 
 
-def test_logging_returns_while_the_server_is_stalled_and_everything_arrives(
-    tmp_path, stalled_server
-):
+def _status(uri: str, run_id: str) -> str:
+    return mlflow.MlflowClient(tracking_uri=uri).get_run(run_id).info.status
+
+
+def test_records_wait_for_their_checkpoint_then_arrive_in_order(tmp_path):
+    tracker = _tracker(tmp_path)
+    for step in range(1, 6):
+        tracker.log_metrics({"loss": float(step)}, step)
+    tracker.commit(3)
+    assert tracker.flush(timeout=30)
+    assert _history(tracker.uri, tracker.run_id) == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    tracker.end("FINISHED")  # the end of the run releases the rest
+    assert _history(tracker.uri, tracker.run_id) == [(s, float(s)) for s in range(1, 6)]
+    assert _status(tracker.uri, tracker.run_id) == "FINISHED"
+
+
+def test_logging_returns_while_the_server_is_stalled(tmp_path, stalled_server):
     entered, release = stalled_server
     tracker = _tracker(tmp_path)
     tracker.log_metrics({"loss": 1.0}, 1)
+    tracker.commit(1)
     assert entered.wait(timeout=30)  # the sender is now stuck inside MLflow
     for step in range(2, 6):
         tracker.log_metrics({"loss": float(step)}, step)  # returns: the caller never waits
+        tracker.commit(step)
     assert not release.is_set()
     release.set()
     tracker.end("FINISHED")
-    assert _history(tracker, "loss") == [(s, float(s)) for s in range(1, 6)]  # in order
+    assert _history(tracker.uri, tracker.run_id) == [(s, float(s)) for s in range(1, 6)]
 
 
-def test_a_full_queue_drops_records_with_one_warning(tmp_path, stalled_server, caplog):
-    entered, release = stalled_server
-    tracker = _tracker(tmp_path, queue_size=2)
-    tracker.log_metrics({"loss": 1.0}, 1)
-    assert entered.wait(timeout=30)  # step 1 is with the sender, the queue is empty
+def test_an_outage_mid_run_loses_nothing(tmp_path, monkeypatch, caplog):
+    tracker = _tracker(tmp_path, retry_max=0.05)
+    real, down = mlflow.MlflowClient.log_batch, threading.Event()
+
+    def log_batch(self, *args, **kwargs):
+        if down.is_set():
+            raise ConnectionError("server went away")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", log_batch)
     with caplog.at_level(logging.WARNING, logger="pipeline.tracking"):
-        for step in range(2, 7):
-            tracker.log_metrics({"loss": float(step)}, step)
-    release.set()
-    tracker.end("FINISHED")
-    assert _history(tracker, "loss") == [(1, 1.0), (2, 2.0), (3, 3.0)]
-    dropped = [r for r in caplog.records if "records are being dropped" in r.message]
-    assert len(dropped) == 1
-
-
-def test_a_server_that_dies_mid_run_turns_tracking_off_once(tmp_path, monkeypatch, caplog):
-    tracker = _tracker(tmp_path)
-    tracker.log_metrics({"loss": 1.0}, 1)
-    assert tracker.flush(timeout=30)
-
-    def dead(self, *args, **kwargs):
-        raise ConnectionError("server went away")
-
-    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", dead)
-    with caplog.at_level(logging.WARNING, logger="pipeline.tracking"):
-        for step in range(2, 5):
-            tracker.log_metrics({"loss": float(step)}, step)
+        tracker.log_metrics({"loss": 1.0}, 1)
+        tracker.commit(1)
         assert tracker.flush(timeout=30)
-    assert not tracker.enabled
-    failures = [r for r in caplog.records if "training goes on without tracking" in r.message]
-    assert len(failures) == 1 and "server went away" in failures[0].message
-    monkeypatch.undo()
-    tracker.log_metrics({"loss": 9.0}, 9)  # off for the rest of the run
-    assert _history(tracker, "loss") == [(1, 1.0)]
+        down.set()
+        for step in range(2, 6):
+            tracker.log_metrics({"loss": float(step)}, step)
+            tracker.commit(step)
+        assert not tracker.flush(timeout=0.5)  # kept while the server is away
+        down.clear()
+        tracker.end("FINISHED")
+    assert _history(tracker.uri, tracker.run_id) == [(s, float(s)) for s in range(1, 6)]
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("unreachable (server went away)" in m for m in messages) == 1  # said once
+    assert any("is back after" in m for m in messages)
 
 
-def test_end_waits_a_bounded_time_for_a_stalled_server(tmp_path, stalled_server, caplog):
-    entered, _ = stalled_server
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+    first = _tracker(tmp_path)
+    for step in range(1, 11):
+        first.log_metrics({"loss": float(step)}, step)
+        if step in (3, 6):
+            first.commit(step)  # checkpoints at 3 and 6; then the process dies at step 10
+    assert first.flush(timeout=30)
+    run_id, uri = first.run_id, first.uri
+    mlflow.end_run()
+    resumed = _tracker(tmp_path, resume_step=6, run_id=run_id)  # from the checkpoint of 6
+    for step in range(7, 13):
+        resumed.log_metrics({"loss": 100.0 + step}, step)
+    resumed.end("FINISHED")
+    expected = [(s, float(s)) for s in range(1, 7)] + [(s, 100.0 + s) for s in range(7, 13)]
+    assert _history(uri, run_id) == expected
+
+
+def test_end_waits_a_bounded_time_and_sync_sends_the_rest(tmp_path, stalled_server, caplog):
+    entered, release = stalled_server
     tracker = _tracker(tmp_path, end_timeout=0.5)
     tracker.log_metrics({"loss": 1.0}, 1)
+    tracker.log_metrics({"loss": 2.0}, 2)
+    tracker.commit(2)  # a stop signal checkpoints before the run ends as KILLED
     assert entered.wait(timeout=30)
     with caplog.at_level(logging.WARNING, logger="pipeline.tracking"):
-        tracker.end("KILLED")  # returns although the record is still stuck
-    assert any("1 tracking records not sent after 0 s" in r.message for r in caplog.records)
+        tracker.end("KILLED")  # returns although records are still stuck
+    assert any("pipeline.tracking sync" in r.getMessage() for r in caplog.records)
+    release.set()
+    mlflow.end_run()
+    tracking.sync(tmp_path / "run")  # whatever the stuck sender got through, the rest now
+    assert _history(tracker.uri, tracker.run_id) == [(1, 1.0), (2, 2.0)]
+    assert _status(tracker.uri, tracker.run_id) == "KILLED"
+
+
+def test_a_run_started_while_the_server_was_down_is_made_by_sync(tmp_path, caplog, capsys):
+    with caplog.at_level(logging.WARNING, logger="pipeline.tracking"):
+        tracker = _tracker(tmp_path, uri="http://127.0.0.1:9")  # nothing listens there
+    assert tracker.run_id is None
+    assert any("failed at the start" in r.getMessage() for r in caplog.records)
+    tracker.log_params({"lr": 1e-3})
+    tracker.log_metrics({"loss": 1.0}, 1)
+    tracker.end("FINISHED")
+    uri = _uri(tmp_path)
+    assert tracking.main(["sync", str(tmp_path / "run"), "--tracking-uri", uri]) == 0
+    assert "3 records sent" in capsys.readouterr().out  # params, metrics, end
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("tracking-test").experiment_id])
+    assert run.data.params == {"lr": "0.001"} and run.info.status == "FINISHED"
+    assert _history(uri, run.info.run_id) == [(1, 1.0)]
+    assert tracking.main(["sync", str(tmp_path / "run")]) == 0  # again: nothing twice
+    assert _history(uri, run.info.run_id) == [(1, 1.0)]
+
+
+def test_a_failed_run_sends_only_checkpointed_steps_and_keeps_the_rest_apart(tmp_path):
+    tracker = _tracker(tmp_path)
+    for step in range(1, 11):
+        tracker.log_metrics({"loss": float(step)}, step)
+    tracker.commit(6)
+    tracker.end("FAILED")  # a resume would run 7-10 again: sending them now would double them
+    assert _history(tracker.uri, tracker.run_id) == [(s, float(s)) for s in range(1, 7)]
+    assert _status(tracker.uri, tracker.run_id) == "FAILED"
+    aside = (tmp_path / "run" / "tracking" / "uncheckpointed.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in aside] == [7, 8, 9, 10]

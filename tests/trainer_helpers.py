@@ -13,12 +13,15 @@ TINY = ["--blocks", "2", "--channels", "8", "--d-channels", "4", "--batch-size",
         "--precision", "fp32", "--vgg-weights", "random", "--loader-threads", "1"]  # fmt: skip
 
 
-def train_cmd(data: Path, out: Path, db: Path | str, *extra: str, torchrun: int = 0) -> list[str]:
+def train_cmd(
+    data: Path, out: Path, db: Path | str, *extra: str, torchrun: int = 0, restarts: int = 0
+) -> list[str]:
     uri = db if isinstance(db, str) else f"sqlite:///{db}"
     launcher = [sys.executable, "-m", "pipeline.train"]
     if torchrun:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    f"--nproc_per_node={torchrun}", "-m", "pipeline.train"]  # fmt: skip
+                    f"--nproc_per_node={torchrun}", f"--max-restarts={restarts}",
+                    "-m", "pipeline.train"]  # fmt: skip
     return [*launcher, "--data", str(data), "--out", str(out), "--tracking-uri", uri, *TINY, *extra]
 
 

@@ -1,0 +1,143 @@
+"""Faults injected into real training runs, with how long each took to recover.
+
+    python bench/faults.py --data SHARDS [--work DIR]
+
+One torchrun job of 2 gloo processes per fault (tiny generator, checkpoints every 4 steps):
+- kill -9 of rank 1 under `--max-restarts=1`: seconds from the kill to the restarted group's
+  first batch, and the steps run twice (from the newest checkpoint to the crash);
+- a full disk at a checkpoint (a tmpfs filled after the checkpoint of step 4; root needed):
+  seconds from filling it to every rank's exit, then from freeing it to the resumed run's first
+  batch, started by hand as a user would.
+Times come from the trainer's own log lines (their timestamps) and this script's clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--scale", "4", "--phase", "pretrain", "--blocks", "2", "--channels", "8",
+        "--batch-size", "4", "--precision", "fp32", "--loader-threads", "1",
+        "--checkpoint-every", "4", "--eval-every", "1000", "--log-every", "1"]  # fmt: skip
+
+
+def torchrun(nproc: int, restarts: int, *args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={nproc}", f"--max-restarts={restarts}", "-m", "pipeline.train",
+            *TINY, *args]  # fmt: skip
+
+
+def logged_step(out: Path) -> int:
+    journal = out / "tracking" / "journal.jsonl"
+    lines = journal.read_text().splitlines() if journal.exists() else []
+    return max((json.loads(line).get("step", 0) for line in lines[-3:] if line), default=0)
+
+
+def wait_until(condition, process: subprocess.Popen, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 300
+    while not condition():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} never happened")
+        time.sleep(0.005)
+
+
+def worker(process: subprocess.Popen, rank: int) -> psutil.Process:
+    for child in psutil.Process(process.pid).children(recursive=True):
+        if "pipeline.train" in " ".join(child.cmdline()) and child.environ().get("RANK") == str(
+            rank
+        ):
+            return child
+    raise RuntimeError(f"no worker of rank {rank}")
+
+
+def stamps(stderr: str, pattern: str) -> list[float]:
+    """Wall-clock times (epoch seconds) of the log lines matching `pattern`."""
+    found = re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*" + pattern, stderr, re.M)
+    return [datetime.strptime(s, "%Y-%m-%d %H:%M:%S,%f").timestamp() for s in found]
+
+
+def kill_9(data: Path, work: Path) -> str:
+    out = work / "killed"
+    cmd = torchrun(2, 1, "--data", str(data), "--out", str(out), "--steps", "40", "--resume",
+                   "auto", "--tracking-uri", f"sqlite:///{work / 'killed.db'}")  # fmt: skip
+    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    wait_until(lambda: logged_step(out) >= 9, process, "step 9")
+    crashed_at = logged_step(out)
+    worker(process, 1).kill()
+    killed = time.time()
+    _, stderr = process.communicate(timeout=600)
+    resumed = re.findall(r"resumed from .* at step (\d+)", stderr)
+    first = [t for t in stamps(stderr, "first batch") if t > killed]
+    if process.returncode != 0 or not resumed or not first:
+        raise RuntimeError(f"kill -9: no recovery:\n{stderr[-3000:]}")
+    return (f"kill -9 of rank 1 at step {crashed_at}: restarted, resumed at step {resumed[0]}, "
+            f"first batch {first[0] - killed:.1f} s after the kill; steps run twice "
+            f"{crashed_at - int(resumed[0])}; job exit 0")  # fmt: skip
+
+
+def disk_full(data: Path, work: Path) -> str:
+    disk = work / "small-disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], check=True)
+    try:
+        out, uri = disk / "run", f"sqlite:///{work / 'disk.db'}"
+        common = ["--data", str(data), "--out", str(out), "--tracking-uri", uri]
+        process = subprocess.Popen(
+            torchrun(2, 0, *common, "--steps", "400"),
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        wait_until(lambda: logged_step(out) >= 5, process, "step 5")
+        filled = time.time()
+        try:
+            with open(disk / "filler", "wb", buffering=0) as handle:
+                while True:
+                    handle.write(b"\0" * 2**16)
+        except OSError:
+            pass
+        _, stderr = process.communicate(timeout=300)
+        stopped = time.time() - filled
+        line = next(ln for ln in stderr.splitlines() if "disk full" in ln)
+        step = int(re.search(r"checkpoint of step (\d+)", line)[1])  # type: ignore[index]
+        (disk / "filler").unlink()
+        freed = time.time()
+        resume = torchrun(2, 0, *common, "--steps", str(step + 4), "--resume", "auto")
+        result = subprocess.run(resume, cwd=ROOT, capture_output=True, text=True)
+        first = stamps(result.stderr, "first batch")
+        if result.returncode != 0 or not first:
+            raise RuntimeError(f"disk full: resume failed:\n{result.stderr[-3000:]}")
+        return (f"disk full at the checkpoint of step {step}: every rank exited {stopped:.1f} s "
+                f"after the disk filled (exit {process.returncode}); resumed at step {step - 4}, "
+                f"first batch {first[0] - freed:.1f} s after space was freed")  # fmt: skip
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--work", type=Path)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        print(f"{os.cpu_count()} cores, 2 gloo processes, checkpoints every 4 steps")
+        for fault in (kill_9, disk_full):
+            print(fault(args.data, work), flush=True)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    main()

@@ -1,0 +1,169 @@
+"""Faults a week-long run meets, injected for real: a worker killed with -9, a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import psutil
+import pytest
+import torch
+from helpers import PROJECT_ROOT
+from trainer_helpers import run_train, train_cmd
+
+STEPS = 60
+ARGS = ["--scale", "4", "--phase", "pretrain", "--steps", str(STEPS), "--checkpoint-every", "4",
+        "--eval-every", "1000", "--log-every", "1", "--deterministic", "--seed", "5"]  # fmt: skip
+
+
+def _runs(db: Path) -> list:
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def _steps_logged(db: Path, run_id: str, name: str = "loss/pixel_mse") -> list[int]:
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
+    return sorted(m.step for m in client.get_metric_history(run_id, name))
+
+
+def _worker(launcher: subprocess.Popen, rank: int, timeout: float = 120) -> psutil.Process:
+    """The torchrun worker process of `rank`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in psutil.Process(launcher.pid).children(recursive=True):
+            try:
+                if "pipeline.train" in " ".join(child.cmdline()) and \
+                        child.environ().get("RANK") == str(rank):  # fmt: skip
+                    return child
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.05)
+    raise AssertionError(f"no worker of rank {rank}")
+
+
+def _wait_for_logged_step(out: Path, step: int, process: subprocess.Popen) -> None:
+    """Until rank 0 has journaled `step`'s metrics: with checkpoints every 4 steps, killing a
+    worker right after step 9 leaves steps past the newest checkpoint (8) logged."""
+    journal = out / "tracking" / "journal.jsonl"
+    deadline = time.monotonic() + 300
+    while True:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline, f"step {step} never logged"
+        lines = journal.read_text().splitlines() if journal.exists() else []
+        if any(json.loads(line).get("step", 0) >= step for line in lines[-3:] if line):
+            return
+        time.sleep(0.005)
+
+
+def _generator(out: Path) -> dict[str, torch.Tensor]:
+    path = out / "checkpoints" / f"step-{STEPS:08d}.pt"
+    return torch.load(path, weights_only=True)["model"]["generator"]
+
+
+def test_a_worker_killed_with_9_is_restarted_and_the_run_ends_as_if_uninterrupted(
+    shards_faces128, tmp_path
+):
+    run_train(shards_faces128, tmp_path / "whole", tmp_path / "whole.db", *ARGS, torchrun=2)
+
+    out, db = tmp_path / "killed", tmp_path / "killed.db"
+    launcher = subprocess.Popen(
+        train_cmd(shards_faces128, out, db, *ARGS, "--resume", "auto", torchrun=2, restarts=1),
+        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    victim = _worker(launcher, rank=1)
+    _wait_for_logged_step(out, 9, launcher)
+    os.kill(victim.pid, signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=600)
+    (tmp_path / "launcher.err").write_text(stderr)
+    assert launcher.returncode == 0, stderr[-4000:]
+    assert "resumed from" in stderr  # the restarted group went on from a checkpoint
+
+    whole, resumed = _generator(tmp_path / "whole"), _generator(out)
+    for name, value in whole.items():
+        assert torch.equal(value, resumed[name]), name
+    (run,) = _runs(db)  # the same MLflow run, continued
+    assert run.info.status == "FINISHED"
+    assert _steps_logged(db, run.info.run_id) == list(range(1, STEPS + 1))  # each step once
+    assert "val/sr_psnr_y" in run.data.metrics
+
+
+def test_a_crash_marks_the_run_failed_and_keeps_what_was_not_checkpointed(
+    shards_faces128, tmp_path
+):
+    out, db = tmp_path / "run", tmp_path / "mlflow.db"
+    launcher = subprocess.Popen(
+        train_cmd(shards_faces128, out, db, *ARGS, torchrun=2, restarts=0),
+        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    victim = _worker(launcher, rank=1)
+    _wait_for_logged_step(out, 9, launcher)
+    os.kill(victim.pid, signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=300)
+    assert launcher.returncode != 0  # no restarts: the job fails
+    (run,) = _runs(db)
+    assert run.info.status == "FAILED", stderr[-3000:]  # not FINISHED by MLflow's exit hook
+    newest = max(int(p.stem.split("-")[1]) for p in (out / "checkpoints").glob("step-*.pt"))
+    assert _steps_logged(db, run.info.run_id) == list(range(1, newest + 1))
+    # steps logged after the newest checkpoint: kept for a look, never sent
+    aside = (out / "tracking" / "uncheckpointed.jsonl").read_text().splitlines()
+    steps = {json.loads(line)["step"] for line in aside}
+    assert steps and min(steps) == newest + 1, (steps, newest)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MiB tmpfs (root: mount)."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)], check=True)
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def _fill(folder: Path) -> Path:
+    filler = folder / "filler"
+    try:
+        with open(filler, "wb", buffering=0) as handle:
+            while True:
+                handle.write(b"\0" * 2**16)
+    except OSError:  # no space left: the point
+        pass
+    return filler
+
+
+def test_a_full_disk_at_a_checkpoint_stops_every_rank_cleanly_and_resume_continues(
+    shards_faces128, tmp_path, small_disk
+):
+    out, db = small_disk / "run", tmp_path / "mlflow.db"
+    args = [*ARGS[:5], "400", *ARGS[6:]]  # --steps 400: the disk fills long before the end
+    launcher = subprocess.Popen(
+        train_cmd(shards_faces128, out, db, *args, torchrun=2),
+        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _wait_for_logged_step(out, 5, launcher)  # the checkpoint of step 4 is on disk
+    filler = _fill(small_disk)
+    _, stderr = launcher.communicate(timeout=300)  # every rank stops: no hang
+    assert launcher.returncode != 0
+    kept = sorted((out / "checkpoints").glob("step-*.pt"))
+    failed_at = int(kept[-1].stem.split("-")[1]) + 4
+    error = (f"{out / 'checkpoints' / f'step-{failed_at:08d}.pt'}: disk full writing the "
+             f"checkpoint of step {failed_at}")  # fmt: skip
+    assert f"[rank 0] pipeline.train: error: {error}" in stderr, stderr[-3000:]
+    assert not list((out / "checkpoints").glob("*.tmp"))  # nothing half-written left
+    torch.load(kept[-1], weights_only=True)  # the previous checkpoint loads
+    (run,) = _runs(db)
+    assert run.info.status == "FAILED"
+
+    filler.unlink()  # room again: the run goes on from where it stopped
+    resumed = failed_at + 4
+    result = run_train(shards_faces128, out, db, *ARGS[:5], str(resumed), *ARGS[6:],
+                       "--resume", "auto")  # fmt: skip
+    assert f"{kept[-1]} at step {failed_at - 4}" in result.stderr
+    (run,) = _runs(db)
+    assert run.info.status == "FINISHED"
+    assert _steps_logged(db, run.info.run_id) == list(range(1, resumed + 1))
