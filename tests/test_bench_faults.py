@@ -1,0 +1,23 @@
+"""bench/faults.py run whole (it prints the recovery times in docs/RELIABILITY.md)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from helpers import PROJECT_ROOT
+
+
+def test_faults_bench_recovers_from_each_fault_and_says_how_fast(shards_faces128):
+    result = subprocess.run(
+        [sys.executable, "bench/faults.py", "--data", str(shards_faces128)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"kill -9 of rank 1 at step \d+: restarted, resumed at step \d+, first "
+                     r"batch [\d.]+ s after the kill; steps run twice \d+; job exit 0",
+                     result.stdout), result.stdout  # fmt: skip
+    assert re.search(r"disk full at the checkpoint of step \d+: every rank exited [\d.]+ s "
+                     r"after the disk filled \(exit [1-9]\d*\); resumed at step \d+",
+                     result.stdout), result.stdout  # fmt: skip
