@@ -60,6 +60,18 @@ def _wait_for_logged_step(out: Path, step: int, process: subprocess.Popen) -> No
         time.sleep(0.005)
 
 
+def _kill_rank_1_after_step_9(cmd: list[str], out: Path) -> tuple[int, str]:
+    """Run the job, kill -9 its rank 1 right after rank 0 logged step 9 (the newest checkpoint
+    is then 8), and wait for the job's end: its exit code and stderr."""
+    launcher = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    victim = _worker(launcher, rank=1)
+    _wait_for_logged_step(out, 9, launcher)
+    os.kill(victim.pid, signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=600)
+    return launcher.returncode, stderr
+
+
 def _generator(out: Path) -> dict[str, torch.Tensor]:
     path = out / "checkpoints" / f"step-{STEPS:08d}.pt"
     return torch.load(path, weights_only=True)["model"]["generator"]
@@ -71,16 +83,9 @@ def test_a_worker_killed_with_9_is_restarted_and_the_run_ends_as_if_uninterrupte
     run_train(shards_faces128, tmp_path / "whole", tmp_path / "whole.db", *ARGS, torchrun=2)
 
     out, db = tmp_path / "killed", tmp_path / "killed.db"
-    launcher = subprocess.Popen(
-        train_cmd(shards_faces128, out, db, *ARGS, "--resume", "auto", torchrun=2, restarts=1),
-        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    victim = _worker(launcher, rank=1)
-    _wait_for_logged_step(out, 9, launcher)
-    os.kill(victim.pid, signal.SIGKILL)
-    _, stderr = launcher.communicate(timeout=600)
-    (tmp_path / "launcher.err").write_text(stderr)
-    assert launcher.returncode == 0, stderr[-4000:]
+    cmd = train_cmd(shards_faces128, out, db, *ARGS, "--resume", "auto", torchrun=2, restarts=1)
+    returncode, stderr = _kill_rank_1_after_step_9(cmd, out)
+    assert returncode == 0, stderr[-4000:]
     assert "resumed from" in stderr  # the restarted group went on from a checkpoint
 
     whole, resumed = _generator(tmp_path / "whole"), _generator(out)
@@ -96,15 +101,9 @@ def test_a_crash_marks_the_run_failed_and_keeps_what_was_not_checkpointed(
     shards_faces128, tmp_path
 ):
     out, db = tmp_path / "run", tmp_path / "mlflow.db"
-    launcher = subprocess.Popen(
-        train_cmd(shards_faces128, out, db, *ARGS, torchrun=2, restarts=0),
-        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    victim = _worker(launcher, rank=1)
-    _wait_for_logged_step(out, 9, launcher)
-    os.kill(victim.pid, signal.SIGKILL)
-    _, stderr = launcher.communicate(timeout=300)
-    assert launcher.returncode != 0  # no restarts: the job fails
+    cmd = train_cmd(shards_faces128, out, db, *ARGS, torchrun=2, restarts=0)
+    returncode, stderr = _kill_rank_1_after_step_9(cmd, out)
+    assert returncode != 0  # no restarts: the job fails
     (run,) = _runs(db)
     assert run.info.status == "FAILED", stderr[-3000:]  # not FINISHED by MLflow's exit hook
     newest = max(int(p.stem.split("-")[1]) for p in (out / "checkpoints").glob("step-*.pt"))
