@@ -1,4 +1,5 @@
-"""Faults a week-long run meets, injected for real: a worker killed with -9, a crash."""
+"""Faults a week-long run meets, injected for real: a worker killed with -9, a full disk, an
+MLflow server stopped mid-run."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import mlflow
 import psutil
 import pytest
 import torch
-from helpers import PROJECT_ROOT
+from helpers import PROJECT_ROOT, free_port
+from mlflow_server import MlflowServer
 from trainer_helpers import run_train, train_cmd
 
 STEPS = 60
@@ -46,6 +48,11 @@ def _worker(launcher: subprocess.Popen, rank: int, timeout: float = 120) -> psut
     raise AssertionError(f"no worker of rank {rank}")
 
 
+def _last_logged_step(out: Path) -> int:
+    lines = (out / "tracking" / "journal.jsonl").read_text().splitlines()
+    return max((json.loads(line).get("step", 0) for line in lines[-3:] if line), default=0)
+
+
 def _wait_for_logged_step(out: Path, step: int, process: subprocess.Popen) -> None:
     """Until rank 0 has journaled `step`'s metrics: with checkpoints every 4 steps, killing a
     worker right after step 9 leaves steps past the newest checkpoint (8) logged."""
@@ -54,8 +61,7 @@ def _wait_for_logged_step(out: Path, step: int, process: subprocess.Popen) -> No
     while True:
         assert process.poll() is None, process.stderr.read() if process.stderr else ""
         assert time.monotonic() < deadline, f"step {step} never logged"
-        lines = journal.read_text().splitlines() if journal.exists() else []
-        if any(json.loads(line).get("step", 0) >= step for line in lines[-3:] if line):
+        if journal.exists() and _last_logged_step(out) >= step:
             return
         time.sleep(0.005)
 
@@ -166,3 +172,44 @@ def test_a_full_disk_at_a_checkpoint_stops_every_rank_cleanly_and_resume_continu
     (run,) = _runs(db)
     assert run.info.status == "FINISHED"
     assert _steps_logged(db, run.info.run_id) == list(range(1, resumed + 1))
+
+
+def test_an_mlflow_server_stopped_for_20_s_mid_run_ends_up_with_everything(
+    shards_faces128, tmp_path
+):
+    server = MlflowServer(tmp_path / "server.db", free_port(), tmp_path / "server.log",
+                          artifacts=tmp_path / "artifacts")  # fmt: skip
+    server.start()
+    try:
+        out, steps = tmp_path / "run", 450
+        args = ["--scale", "4", "--phase", "pretrain", "--steps", str(steps),
+                "--batch-size", "16", "--checkpoint-every", "10", "--eval-every", "200",
+                "--log-every", "5"]  # fmt: skip
+        launcher = subprocess.Popen(
+            train_cmd(shards_faces128, out, server.url, *args),
+            cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        _wait_for_logged_step(out, 50, launcher)
+        server.stop()
+        down_at = _last_logged_step(out)
+        time.sleep(20)
+        assert launcher.poll() is None and _last_logged_step(out) > down_at + 20  # trained on
+        server.start()
+        _, stderr = launcher.communicate(timeout=600)
+        (tmp_path / "train.err").write_text(stderr)  # for a look after the test
+        assert launcher.returncode == 0, stderr[-3000:]
+    finally:
+        server.stop()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{server.store}")  # what it holds
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    steps_logged = sorted(
+        m.step for m in client.get_metric_history(run.info.run_id, "loss/pixel_mse")
+    )
+    evals = [m.step for m in client.get_metric_history(run.info.run_id, "val/sr_psnr_y")]
+    models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert steps_logged == list(range(5, steps + 1, 5))  # every logged step, once
+    assert sorted(evals) == [200, 400, steps]  # the final evaluation too
+    assert [m.name for m in models] == ["generator"]
+    warnings = [line for line in stderr.splitlines() if "unreachable" in line]
+    assert len(warnings) == 1 and "is back after" in stderr

@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import PROJECT_ROOT, free_port
+from helpers import free_port
+from mlflow_server import MlflowServer
 
 RUN_NAMES = ["x4-gan", "x4-pretrain", "x8-gan", "x8-pretrain"]
 EXPERIMENT = "srgan-celeba-faces128"  # real CelebA shards, preset faces128
@@ -25,30 +23,9 @@ EXPERIMENT = "srgan-celeba-faces128"  # real CelebA shards, preset faces128
 
 @pytest.fixture(scope="module")
 def mlflow_server(slurm_recipe, tmp_path_factory):
-    port = free_port()
     log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen(
-            ["bash", "launch/mlflow_ui.sh", str(slurm_recipe.runs / "mlflow.db"), str(port)],
-            cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, f"mlflow server exited:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"mlflow server not up:\n{log.read_text()[-3000:]}"
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    with MlflowServer(slurm_recipe.runs / "mlflow.db", free_port(), log) as server:
+        yield server.url
 
 
 def _get(url: str, endpoint: str, **query: str) -> dict:
