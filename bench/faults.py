@@ -3,8 +3,9 @@
     python bench/faults.py --data SHARDS [--work DIR]
 
 One torchrun job of 2 gloo processes per fault (tiny generator, checkpoints every 4 steps):
-- kill -9 of rank 1 under `--max-restarts=1`: seconds from the kill to the restarted group's
-  first batch, and the steps run twice (from the newest checkpoint to the crash);
+- kill -9 of rank 1, and SIGSTOP of rank 1 (a hung rank, `--dist-timeout 10`), under
+  `--max-restarts=1`: seconds from the signal to the restarted group's first batch, and the
+  steps run twice (from the newest checkpoint to the fault);
 - a full disk at a checkpoint (a tmpfs filled after the checkpoint of step 4; root needed):
   seconds from filling it to every rank's exit, then from freeing it to the resumed run's first
   batch, started by hand as a user would.
@@ -68,24 +69,31 @@ def stamps(stderr: str, pattern: str) -> list[float]:
     return [datetime.strptime(s, "%Y-%m-%d %H:%M:%S,%f").timestamp() for s in found]
 
 
-def kill_9(data: Path, work: Path) -> str:
-    out = work / "killed"
+def lost_worker(data: Path, work: Path, how: signal.Signals) -> str:
+    """Rank 1 killed (-9) or stopped (SIGSTOP: alive, silent) after step 9; torchrun restarts
+    the group (a stopped rank is found by rank 0's collective timing out after 10 s; torchrun
+    then waits 30 s for the stopped process before it kills it)."""
+    out = work / f"lost-{how.name}"
     cmd = torchrun(2, 1, "--data", str(data), "--out", str(out), "--steps", "40", "--resume",
-                   "auto", "--tracking-uri", f"sqlite:///{work / 'killed.db'}")  # fmt: skip
+                   "auto", "--dist-timeout", "10", "--tracking-uri",
+                   f"sqlite:///{work / f'lost-{how.name}.db'}")  # fmt: skip
     process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True)  # fmt: skip
     wait_until(lambda: logged_step(out) >= 9, process, "step 9")
     crashed_at = logged_step(out)
-    worker(process, 1).kill()
-    killed = time.time()
+    worker(process, 1).send_signal(how)
+    hit = time.time()
     _, stderr = process.communicate(timeout=600)
     resumed = re.findall(r"resumed from .* at step (\d+)", stderr)
-    first = [t for t in stamps(stderr, "first batch") if t > killed]
+    first = [t for t in stamps(stderr, "first batch") if t > hit]
     if process.returncode != 0 or not resumed or not first:
-        raise RuntimeError(f"kill -9: no recovery:\n{stderr[-3000:]}")
-    return (f"kill -9 of rank 1 at step {crashed_at}: restarted, resumed at step {resumed[0]}, "
-            f"first batch {first[0] - killed:.1f} s after the kill; steps run twice "
-            f"{crashed_at - int(resumed[0])}; job exit 0")  # fmt: skip
+        raise RuntimeError(f"{how.name}: no recovery:\n{stderr[-3000:]}")
+    error = next((ln.split("error: ", 1)[1] for ln in stderr.splitlines() if "timed out" in ln
+                  and "pipeline.train: error" in ln), None)  # fmt: skip
+    said = f"; rank 0 said: {error}" if error else ""
+    return (f"{how.name} to rank 1 at step {crashed_at}: restarted, resumed at step "
+            f"{resumed[0]}, first batch {first[0] - hit:.1f} s after the signal; steps run twice "
+            f"{crashed_at - int(resumed[0])}; job exit 0{said}")  # fmt: skip
 
 
 def disk_full(data: Path, work: Path) -> str:
@@ -134,8 +142,9 @@ def main() -> None:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         print(f"{os.cpu_count()} cores, 2 gloo processes, checkpoints every 4 steps")
-        for fault in (kill_9, disk_full):
-            print(fault(args.data, work), flush=True)
+        print(lost_worker(args.data, work, signal.SIGKILL), flush=True)
+        print(lost_worker(args.data, work, signal.SIGSTOP), flush=True)
+        print(disk_full(args.data, work), flush=True)
 
 
 if __name__ == "__main__":

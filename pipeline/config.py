@@ -75,6 +75,7 @@ class TrainConfig:
     eval_precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # the generator while scoring
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
+    dist_timeout: float = 600.0  # seconds a collective waits for the other ranks (NCCL's default)
     grid_images: int = 8
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -102,6 +103,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.dist_timeout <= 0:
+            raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

@@ -8,8 +8,10 @@ interleaves with DDP's gradient all-reduces.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,11 +54,17 @@ def configure_logging(place: ProcessPlace) -> None:
 
 
 _control_group: Any = None  # the CPU gloo group of this job, made by init_distributed
+# A third group, gloo, used only when a collective has timed out: the other two may then hold
+# a half-done operation that poisons their next one.
+_watch_group: Any = None
 
 
-def init_distributed(place: ProcessPlace) -> torch.device:
-    """The training device, with the process groups set up when there are several ranks."""
-    global _control_group
+def init_distributed(place: ProcessPlace, timeout_s: float = 600.0) -> torch.device:
+    """The training device, with the process groups set up when there are several ranks.
+
+    timeout_s: how long a collective may wait for the other ranks before it fails (a hung or
+    dead rank); torch's own default is 10 minutes for NCCL and 30 for gloo."""
+    global _control_group, _watch_group
     if torch.cuda.is_available():
         device = torch.device("cuda", place.local_rank)
         torch.cuda.set_device(device)
@@ -68,13 +76,16 @@ def init_distributed(place: ProcessPlace) -> torch.device:
         # addresses a dead attempt published would be read as this attempt's, and connecting
         # to them is refused. Each attempt gets keys of its own.
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        timeout = datetime.timedelta(seconds=timeout_s)
         dist.init_process_group(
             "nccl" if device.type == "cuda" else "gloo",
             store=dist.PrefixStore(f"srgan/attempt-{attempt}", store),
             rank=place.rank,
             world_size=place.world_size,
+            timeout=timeout,
         )
-        _control_group = dist.new_group(backend="gloo")
+        _control_group = dist.new_group(backend="gloo", timeout=timeout)
+        _watch_group = dist.new_group(backend="gloo", timeout=timeout)
     return device
 
 
@@ -101,6 +112,28 @@ def gather_objects(value: Any) -> list[Any]:
     values: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(values, value, group=control_group())
     return values
+
+
+def timed_out(exc: BaseException) -> bool:
+    """A collective that gave up waiting (gloo: 'Timed out waiting ...'; NCCL's watchdog:
+    '... timeout ...')."""
+    text = str(exc).lower()
+    return "timed out" in text or "timeout" in text
+
+
+def silent_ranks(timeout_s: float) -> str:
+    """After a collective timed out, on every rank still alive: which ranks do not answer a
+    barrier now (torch's monitored barrier, over the CPU group), as rank 0 sees it."""
+    try:
+        group = _watch_group if _watch_group is not None else dist.group.WORLD
+        dist.monitored_barrier(group=group, wait_all_ranks=True,
+                               timeout=datetime.timedelta(seconds=timeout_s))  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - any failure here is the answer
+        found = re.search(r"Ranks? ([\d, ]+) failed to pass monitoredBarrier", str(exc))
+        if found:
+            return f"rank(s) {found[1].strip()} did not answer a barrier within {timeout_s:.0f} s"
+        return "could not tell which rank: " + (str(exc).splitlines() or [type(exc).__name__])[0]
+    return "every rank answered a barrier afterwards"
 
 
 def first_problem(problem: str | None) -> str | None:

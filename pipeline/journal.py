@@ -55,22 +55,20 @@ class Journal:
             write_bytes(journal.path, b"")
             journal._write_sent(0)
             return journal
-        journal.records, journal.sent = load(folder)
-        # the run goes on: its old ending (and a model it could not log then) no longer holds
-        kept = [
-            r
-            for r in journal.records
-            if r.get("step", 0) <= resume_step and r["kind"] not in ("end", "model")
-        ]
-        if journal.sent > len(kept):
-            log.warning(
-                "%s: %d records past step %d were already in MLflow; those steps will show twice",
-                journal.path,
-                journal.sent - len(kept),
-                resume_step,
-            )
-        journal.records = kept
-        journal.sent = min(journal.sent, len(kept))
+        records, sent = load(folder)
+
+        def keep(record: Record) -> bool:
+            # the run goes on: its old ending (and a model it could not log then) no longer
+            # holds, and the steps past the checkpoint will be run again
+            return record.get("step", 0) <= resume_step and record["kind"] not in ("end", "model")
+
+        sent_past = sum(1 for r in records[:sent] if r.get("step", 0) > resume_step)
+        if sent_past:  # only when resuming from an older checkpoint than the newest one
+            log.warning("%s: %d records past step %d were already in MLflow; those steps will "
+                        "show twice", journal.path, sent_past, resume_step)  # fmt: skip
+        journal.records = [r for r in records if keep(r)]
+        journal.sent = sum(1 for r in records[:sent] if keep(r))
+        kept = journal.records
         text = "".join(json.dumps(r) + "\n" for r in kept)
         write_bytes(journal.path, text.encode())
         journal._write_sent(journal.sent)

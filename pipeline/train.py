@@ -47,6 +47,8 @@ from pipeline.distributed import (
     first_problem,
     gather_objects,
     init_distributed,
+    silent_ranks,
+    timed_out,
 )
 from pipeline.evaluate import evaluate
 from pipeline.meter import StepMeter
@@ -108,6 +110,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     )
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--keep-checkpoints", type=int)
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        help="seconds a collective waits for the other ranks before the job fails [600]",
+    )
     p.add_argument("--loader", choices=["auto", "dali", "reference"], dest="loader.backend")
     p.add_argument("--decode-device", choices=["auto", "gpu", "cpu"], dest="loader.decode_device")
     p.add_argument("--loader-threads", type=int, dest="loader.threads")
@@ -234,6 +241,7 @@ class Trainer:
         self.checkpoints = cfg.out / "checkpoints"
         uri = resolve_tracking_uri(cfg.tracking_uri)
         self.tracker = Tracker(place.is_main and uri != "none", uri, cfg.out / "tracking")
+        self.doing = "start-up"  # named in the error when a collective times out
         self.resumed_step: int | None = None
         if uri == "none" and place.is_main:
             log.info("MLflow tracking off (--tracking-uri none)")
@@ -309,6 +317,7 @@ class Trainer:
     def save(self) -> None:
         """Rank 0 writes the checkpoint; every rank learns whether it worked (a full disk stops
         them all with one line), and none goes on before the file is on disk."""
+        self.doing = "a checkpoint"
         loader_states = gather_objects(self.loader.state_dict())
         problem = None
         if self.place.is_main:
@@ -394,6 +403,7 @@ class Trainer:
 
     def run_eval(self) -> None:
         """Every rank scores its part of the val split; rank 0 logs the means."""
+        self.doing = "an evaluation"
         grid = self.cfg.out / "samples" / f"step-{self.step:08d}.png"
         scores = evaluate(
             unwrap(self.model.g),
@@ -446,6 +456,7 @@ class Trainer:
                 if meter.steps_done == 0:
                     log.info("first batch %.1f s after start-up began (shards checked in %.1f s)",
                              meter.first_batch_at - self.created, self.check_seconds)  # fmt: skip
+                self.doing = "a training step"
                 self.model.set_lr(learning_rate(cfg, self.step))
                 meter.add(self.model.train_step(batch.lr, batch.hr))
                 self.step += 1
@@ -462,6 +473,7 @@ class Trainer:
                     self.run_eval()
                 if self.step >= cfg.steps:  # every rank at once, before any vote on stopping
                     break
+                self.doing = "the stop vote"
                 if vote.should_stop():
                     outcome = "stopped"
                     break
@@ -493,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     place = ProcessPlace.from_env()
     configure_logging(place)
     stop = StopRequest()
-    device = init_distributed(place)
+    device = init_distributed(place, cfg.dist_timeout)
     cfg = resolve_device_defaults(cfg, device)
     seed_everything(cfg.seed, cfg.deterministic)
     warn_if_plain_pillow()
@@ -521,6 +533,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{where}pipeline.train: error: {exc}", file=sys.stderr)
         return 2
     except BaseException as exc:
+        if trainer is not None and place.world_size > 1 and timed_out(exc):
+            # one line that says which rank stopped answering; torchrun restarts the job
+            silent = silent_ranks(min(cfg.dist_timeout, 30.0))
+            trainer.tracker.end("FAILED")
+            print(
+                f"[rank {place.rank}] pipeline.train: error: {trainer.doing} at step "
+                f"{trainer.step} timed out after {cfg.dist_timeout:.0f} s waiting for the other "
+                f"ranks; {silent}",
+                file=sys.stderr,
+            )
+            return 2
         # never left RUNNING, nor marked FINISHED by MLflow's exit hook
         if trainer is not None:
             trainer.tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")

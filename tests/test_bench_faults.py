@@ -15,9 +15,11 @@ def test_faults_bench_recovers_from_each_fault_and_says_how_fast(shards_faces128
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"kill -9 of rank 1 at step \d+: restarted, resumed at step \d+, first "
-                     r"batch [\d.]+ s after the kill; steps run twice \d+; job exit 0",
-                     result.stdout), result.stdout  # fmt: skip
+    for how in ("SIGKILL", "SIGSTOP"):
+        assert re.search(rf"{how} to rank 1 at step \d+: restarted, resumed at step \d+, first "
+                         r"batch [\d.]+ s after the signal; steps run twice \d+; job exit 0",
+                         result.stdout), result.stdout  # fmt: skip
+    assert "rank(s) 1 did not answer a barrier" in result.stdout
     assert re.search(r"disk full at the checkpoint of step \d+: every rank exited [\d.]+ s "
                      r"after the disk filled \(exit [1-9]\d*\); resumed at step \d+",
                      result.stdout), result.stdout  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -16,21 +17,12 @@ import pytest
 import torch
 from helpers import PROJECT_ROOT, free_port
 from mlflow_server import MlflowServer
+from tracking_helpers import runs_in, steps_logged
 from trainer_helpers import run_train, train_cmd
 
 STEPS = 60
 ARGS = ["--scale", "4", "--phase", "pretrain", "--steps", str(STEPS), "--checkpoint-every", "4",
         "--eval-every", "1000", "--log-every", "1", "--deterministic", "--seed", "5"]  # fmt: skip
-
-
-def _runs(db: Path) -> list:
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
-    return client.search_runs([e.experiment_id for e in client.search_experiments()])
-
-
-def _steps_logged(db: Path, run_id: str, name: str = "loss/pixel_mse") -> list[int]:
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
-    return sorted(m.step for m in client.get_metric_history(run_id, name))
 
 
 def _worker(launcher: subprocess.Popen, rank: int, timeout: float = 120) -> psutil.Process:
@@ -93,13 +85,14 @@ def test_a_worker_killed_with_9_is_restarted_and_the_run_ends_as_if_uninterrupte
     returncode, stderr = _kill_rank_1_after_step_9(cmd, out)
     assert returncode == 0, stderr[-4000:]
     assert "resumed from" in stderr  # the restarted group went on from a checkpoint
+    assert "already in MLflow" not in stderr  # no step past the checkpoint was sent
 
     whole, resumed = _generator(tmp_path / "whole"), _generator(out)
     for name, value in whole.items():
         assert torch.equal(value, resumed[name]), name
-    (run,) = _runs(db)  # the same MLflow run, continued
+    (run,) = runs_in(db)  # the same MLflow run, continued
     assert run.info.status == "FINISHED"
-    assert _steps_logged(db, run.info.run_id) == list(range(1, STEPS + 1))  # each step once
+    assert steps_logged(db, run.info.run_id) == list(range(1, STEPS + 1))  # each step once
     assert "val/sr_psnr_y" in run.data.metrics
 
 
@@ -110,14 +103,39 @@ def test_a_crash_marks_the_run_failed_and_keeps_what_was_not_checkpointed(
     cmd = train_cmd(shards_faces128, out, db, *ARGS, torchrun=2, restarts=0)
     returncode, stderr = _kill_rank_1_after_step_9(cmd, out)
     assert returncode != 0  # no restarts: the job fails
-    (run,) = _runs(db)
+    (run,) = runs_in(db)
     assert run.info.status == "FAILED", stderr[-3000:]  # not FINISHED by MLflow's exit hook
     newest = max(int(p.stem.split("-")[1]) for p in (out / "checkpoints").glob("step-*.pt"))
-    assert _steps_logged(db, run.info.run_id) == list(range(1, newest + 1))
+    assert steps_logged(db, run.info.run_id) == list(range(1, newest + 1))
     # steps logged after the newest checkpoint: kept for a look, never sent
     aside = (out / "tracking" / "uncheckpointed.jsonl").read_text().splitlines()
     steps = {json.loads(line)["step"] for line in aside}
     assert steps and min(steps) == newest + 1, (steps, newest)
+
+
+def test_a_hung_rank_times_out_with_its_name_and_the_restarted_job_finishes(
+    shards_faces128, tmp_path
+):
+    out, db = tmp_path / "run", tmp_path / "mlflow.db"
+    cmd = train_cmd(shards_faces128, out, db, *ARGS, "--resume", "auto", "--dist-timeout", "10",
+                    torchrun=2, restarts=1)  # fmt: skip
+    launcher = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+    victim = _worker(launcher, rank=1)
+    _wait_for_logged_step(out, 9, launcher)
+    os.kill(victim.pid, signal.SIGSTOP)  # alive but silent: no error reaches rank 0
+    started = time.monotonic()
+    _, stderr = launcher.communicate(timeout=600)
+    assert launcher.returncode == 0, stderr[-4000:]
+    error = re.search(r"\[rank 0\] pipeline.train: error: (.+) at step \d+ timed out after 10 s "
+                      r"waiting for the other ranks; (.+)", stderr)  # fmt: skip
+    assert error, stderr[-4000:]
+    assert error[2].startswith("rank(s) 1 did not answer a barrier"), error[2]
+    assert "resumed from" in stderr and time.monotonic() - started < 300
+    assert "already in MLflow" not in stderr
+    (run,) = runs_in(db)
+    assert run.info.status == "FINISHED"
+    assert steps_logged(db, run.info.run_id) == list(range(1, STEPS + 1))
 
 
 @pytest.fixture
@@ -161,7 +179,7 @@ def test_a_full_disk_at_a_checkpoint_stops_every_rank_cleanly_and_resume_continu
     assert f"[rank 0] pipeline.train: error: {error}" in stderr, stderr[-3000:]
     assert not list((out / "checkpoints").glob("*.tmp"))  # nothing half-written left
     torch.load(kept[-1], weights_only=True)  # the previous checkpoint loads
-    (run,) = _runs(db)
+    (run,) = runs_in(db)
     assert run.info.status == "FAILED"
 
     filler.unlink()  # room again: the run goes on from where it stopped
@@ -169,9 +187,9 @@ def test_a_full_disk_at_a_checkpoint_stops_every_rank_cleanly_and_resume_continu
     result = run_train(shards_faces128, out, db, *ARGS[:5], str(resumed), *ARGS[6:],
                        "--resume", "auto")  # fmt: skip
     assert f"{kept[-1]} at step {failed_at - 4}" in result.stderr
-    (run,) = _runs(db)
+    (run,) = runs_in(db)
     assert run.info.status == "FINISHED"
-    assert _steps_logged(db, run.info.run_id) == list(range(1, resumed + 1))
+    assert steps_logged(db, run.info.run_id) == list(range(1, resumed + 1))
 
 
 def test_an_mlflow_server_stopped_for_20_s_mid_run_ends_up_with_everything(
@@ -201,7 +219,7 @@ def test_an_mlflow_server_stopped_for_20_s_mid_run_ends_up_with_everything(
     finally:
         server.stop()
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{server.store}")  # what it holds
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (run,) = client.searchruns_in([e.experiment_id for e in client.search_experiments()])
     steps_logged = sorted(
         m.step for m in client.get_metric_history(run.info.run_id, "loss/pixel_mse")
     )

@@ -10,26 +10,16 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import pytest
 import torch
 from helpers import PROJECT_ROOT
+from tracking_helpers import client, runs_in, steps_logged
 from trainer_helpers import TINY, run_train, train_cmd
 
 from pipeline.config import ModelConfig, TrainConfig, load_config
 from pipeline.data import LoaderConfig, build_loader
 from pipeline.distributed import ProcessPlace
 from pipeline.srgan import SRGANModel
-
-
-def _client(db: Path) -> mlflow.MlflowClient:
-    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
-
-
-def _runs(db: Path) -> list:
-    client = _client(db)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(experiments)
 
 
 def _generator(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -161,15 +151,15 @@ def test_pretrain_loss_falls_and_mlflow_has_it_all(shards_faces128, tmp_path):
         "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING": "1",
     }
     run_train(shards_faces128, out, db, *args.split(), "--checkpoint-every", "20", env=sampling)
-    (run,) = _runs(db)
-    client = _client(db)
+    (run,) = runs_in(db)
+    store = client(db)
     assert run.info.run_name == "x4-pretrain" and run.info.status == "FINISHED"
     assert run.data.tags["data"] == "celeba"
     params = run.data.params
     assert params["config.scale"] == "4" and params["data.preset"] == "faces128"
     assert params["world_size"] == "1" and params["config.precision"] == "fp32"
     assert len(params["git_commit"]) in (40, len("unknown"))
-    history = [m.value for m in client.get_metric_history(run.info.run_id, "loss/pixel_mse")]
+    history = [m.value for m in store.get_metric_history(run.info.run_id, "loss/pixel_mse")]
     assert len(history) == 8
     assert history[-1] < 0.7 * history[0], history
     for name in (
@@ -183,9 +173,9 @@ def test_pretrain_loss_falls_and_mlflow_has_it_all(shards_faces128, tmp_path):
     ):
         assert name in run.data.metrics, name
     assert any(k.startswith("system/") for k in run.data.metrics)
-    samples = [a.path for a in client.list_artifacts(run.info.run_id, "samples")]
+    samples = [a.path for a in store.list_artifacts(run.info.run_id, "samples")]
     assert samples == ["samples/step-00000020.png", "samples/step-00000040.png"]
-    models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    models = store.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert [m.name for m in models] == ["generator"]
     assert str(models[0].status).endswith("READY")
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
@@ -238,7 +228,7 @@ def test_killed_and_resumed_equals_uninterrupted(shards_faces128, tmp_path):
     resumed = _generator(out / "checkpoints" / "step-00000012.pt")
     for name, value in whole.items():
         assert torch.equal(value, resumed[name]), name
-    (run,) = _runs(db)  # the resumed run continued the same MLflow run
+    (run,) = runs_in(db)  # the resumed run continued the same MLflow run
     assert run.info.status == "FINISHED"
 
 
@@ -277,14 +267,14 @@ def test_sigterm_checkpoints_and_resume_finishes(shards_faces128, tmp_path):
     assert "stop signal received: checkpoint written at step" in stderr
     stopped_at = max(int(p.stem.split("-")[1]) for p in (out / "checkpoints").iterdir())
     assert 3 <= stopped_at < 400
-    (run,) = _runs(db)
+    (run,) = runs_in(db)
     assert run.info.status == "KILLED"
 
     total = str(stopped_at + 3)
     run_train(shards_faces128, out, db, *common.split(), "--steps", total, "--resume", "auto")
-    (run,) = _runs(db)
+    (run,) = runs_in(db)
     assert run.info.status == "FINISHED"
-    steps = [m.step for m in _client(db).get_metric_history(run.info.run_id, "loss/pixel_mse")]
+    steps = steps_logged(db, run.info.run_id)
     assert steps == list(range(1, stopped_at + 4))  # every step logged once, none lost
 
 
@@ -304,11 +294,11 @@ def test_gan_phase_needs_init_and_starts_from_it(shards_faces128, tmp_path):
         "generator initialised from " + str(tmp_path / "pre" / "checkpoints" / "step-00000002.pt")
         in result.stderr
     )
-    names = sorted(r.info.run_name for r in _runs(db))
+    names = sorted(r.info.run_name for r in runs_in(db))
     assert names == ["x4-gan", "x4-pretrain"]
-    gan = next(r for r in _runs(db) if r.info.run_name == "x4-gan")
+    gan = next(r for r in runs_in(db) if r.info.run_name == "x4-gan")
     assert "loss/content" in gan.data.metrics and gan.data.tags["vgg_weights"] == "random"
-    pre = next(r for r in _runs(db) if r.info.run_name == "x4-pretrain")
+    pre = next(r for r in runs_in(db) if r.info.run_name == "x4-pretrain")
     assert pre.data.tags["vgg_weights"] == "unused"
     assert gan.data.params["vgg_weights"].startswith("random (NOT ImageNet")
 

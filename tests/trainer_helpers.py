@@ -14,7 +14,12 @@ TINY = ["--blocks", "2", "--channels", "8", "--d-channels", "4", "--batch-size",
 
 
 def train_cmd(
-    data: Path, out: Path, db: Path | str, *extra: str, torchrun: int = 0, restarts: int = 0
+    data: Path,
+    out: Path,
+    db: Path | str,
+    *extra: str,
+    torchrun: int = 0,
+    restarts: int = 0,
 ) -> list[str]:
     uri = db if isinstance(db, str) else f"sqlite:///{db}"
     launcher = [sys.executable, "-m", "pipeline.train"]
