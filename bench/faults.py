@@ -137,14 +137,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--work", type=Path)
+    p.add_argument("--faults", default="sigkill,sigstop,disk",
+                   help="which of sigkill, sigstop, disk to inject [all]")  # fmt: skip
     args = p.parse_args()
+    scenarios = {
+        "sigkill": lambda work: lost_worker(args.data, work, signal.SIGKILL),
+        "sigstop": lambda work: lost_worker(args.data, work, signal.SIGSTOP),
+        "disk": lambda work: disk_full(args.data, work),
+    }
+    chosen = args.faults.split(",")
+    if unknown := set(chosen) - set(scenarios):
+        p.error(f"unknown fault(s) {', '.join(sorted(unknown))}: choose from "
+                f"{', '.join(scenarios)}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         print(f"{os.cpu_count()} cores, 2 gloo processes, checkpoints every 4 steps")
-        print(lost_worker(args.data, work, signal.SIGKILL), flush=True)
-        print(lost_worker(args.data, work, signal.SIGSTOP), flush=True)
-        print(disk_full(args.data, work), flush=True)
+        for name in chosen:
+            print(scenarios[name](work), flush=True)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,25 @@ def timed_out(exc: BaseException) -> bool:
     return "timed out" in text or "timeout" in text
 
 
+_PEER_GONE = (
+    "connection reset by peer",
+    "connection closed by peer",
+    "broken pipe",
+    "remote process exited",
+)
+
+
+def lost_peer(exc: BaseException) -> str | None:
+    """What a collective said when another rank's end of the connection vanished (the process
+    died, or its node did): gloo's 'Read error [ADDR]:PORT: Connection reset by peer', NCCL's
+    'remote process exited'. None for any other error."""
+    for line in str(exc).splitlines():
+        if any(words in line.lower() for words in _PEER_GONE):
+            line = re.sub(r"^\[[^\]]*\]\s*", "", line.strip())  # gloo's [file.cc:line]
+            return line.split(". ")[0]
+    return None
+
+
 def silent_ranks(timeout_s: float) -> str:
     """After a collective timed out, on every rank still alive: which ranks do not answer a
     barrier now (torch's monitored barrier, over the CPU group), as rank 0 sees it."""

@@ -47,6 +47,7 @@ from pipeline.distributed import (
     first_problem,
     gather_objects,
     init_distributed,
+    lost_peer,
     silent_ranks,
     timed_out,
 )
@@ -541,6 +542,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"[rank {place.rank}] pipeline.train: error: {trainer.doing} at step "
                 f"{trainer.step} timed out after {cfg.dist_timeout:.0f} s waiting for the other "
                 f"ranks; {silent}",
+                file=sys.stderr,
+            )
+            return 2
+        if trainer is not None and place.world_size > 1 and (gone := lost_peer(exc)):
+            trainer.tracker.end("FAILED")
+            print(
+                f"[rank {place.rank}] pipeline.train: error: {trainer.doing} at step "
+                f"{trainer.step}: lost contact with another rank ({gone}); a worker died or its "
+                "node went down",
                 file=sys.stderr,
             )
             return 2

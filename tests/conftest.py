@@ -114,6 +114,15 @@ def slurm(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def slurm_nodes(tmp_path_factory: pytest.TempPathFactory):
+    """Two SLURM nodes, each in a network namespace of its own, and a controller in a third."""
+    from slurm_cluster import NamespacedSlurm
+
+    with NamespacedSlurm(tmp_path_factory.mktemp("slurm-nodes")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
 def slurm_recipe(slurm, shards_faces128: Path, tmp_path_factory: pytest.TempPathFactory):
     """`slurm/submit_all.sh` run to the end: 4x and 8x, pretrain then GAN, 2 gloo processes."""
     from slurm_recipe import run_recipe

@@ -40,6 +40,16 @@ def submit_all(cluster: LocalSlurm, env: dict[str, str], logs: Path) -> dict[str
     return {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()}
 
 
+def submit_train(
+    cluster: LocalSlurm, env: dict[str, str], logs: Path, *args: str, nodes: int = 1
+) -> str:
+    """`sbatch -N nodes slurm/train.sbatch ARGS` as a user submits it; the job id."""
+    return cluster.run(
+        "sbatch", "--parsable", f"--nodes={nodes}", *CPU_SBATCH, f"--output={logs}/%x-%j.out",
+        "slurm/train.sbatch", *args, env=env, cwd=PROJECT_ROOT,
+    ).strip()  # fmt: skip
+
+
 def run_recipe(cluster: LocalSlurm, shards: Path, folder: Path) -> Recipe:
     runs, logs = folder / "runs", folder / "logs"
     logs.mkdir(parents=True)

@@ -1,4 +1,7 @@
-"""bench/faults.py run whole (it prints the recovery times in docs/RELIABILITY.md)."""
+"""bench/faults.py (it prints the recovery times in docs/RELIABILITY.md), so it cannot rot.
+
+Its SIGSTOP scenario is left out here: the same function as SIGKILL with another signal, and a
+minute of the suite; tests/test_faults.py's hung-rank test injects SIGSTOP itself."""
 
 from __future__ import annotations
 
@@ -11,15 +14,15 @@ from helpers import PROJECT_ROOT
 
 def test_faults_bench_recovers_from_each_fault_and_says_how_fast(shards_faces128):
     result = subprocess.run(
-        [sys.executable, "bench/faults.py", "--data", str(shards_faces128)],
+        [sys.executable, "bench/faults.py", "--data", str(shards_faces128),
+         "--faults", "sigkill,disk"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    for how in ("SIGKILL", "SIGSTOP"):
-        assert re.search(rf"{how} to rank 1 at step \d+: restarted, resumed at step \d+, first "
-                         r"batch [\d.]+ s after the signal; steps run twice \d+; job exit 0",
-                         result.stdout), result.stdout  # fmt: skip
-    assert "rank(s) 1 did not answer a barrier" in result.stdout
+    assert re.search(r"SIGKILL to rank 1 at step \d+: restarted, resumed at step \d+, first "
+                     r"batch [\d.]+ s after the signal; steps run twice \d+; job exit 0",
+                     result.stdout), result.stdout  # fmt: skip
+    assert "SIGSTOP" not in result.stdout  # only what was asked for
     assert re.search(r"disk full at the checkpoint of step \d+: every rank exited [\d.]+ s "
                      r"after the disk filled \(exit [1-9]\d*\); resumed at step \d+",
                      result.stdout), result.stdout  # fmt: skip
