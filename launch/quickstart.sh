@@ -41,8 +41,9 @@ elif ! python -c "from pipeline.archs.vgg import imagenet_weights_path as p; ass
     vgg_args="--vgg-weights random"
 fi
 DATA="$shards" RUNS="$out" MLFLOW_TRACKING_URI="sqlite:///$(realpath "$db")" NPROC="${NPROC:-1}" \
-PRETRAIN_ARGS="--steps ${PRETRAIN_STEPS:-150} --lr 1e-3 --eval-every 75 --checkpoint-every 75" \
-GAN_ARGS="--steps ${GAN_STEPS:-10} --batch-size ${GAN_BATCH_SIZE:-8} --eval-every 1000
+PRETRAIN_ARGS="--steps ${PRETRAIN_STEPS:-150} --lr 1e-3 --warmup-steps 15 --eval-every 75
+               --checkpoint-every 75" \
+GAN_ARGS="--steps ${GAN_STEPS:-10} --batch-size ${GAN_BATCH_SIZE:-8} --warmup-steps 1 --eval-every 1000
           --checkpoint-every 1000 --log-every 5 $vgg_args" \
     bash launch/train_all.sh --batch-size "${BATCH_SIZE:-16}" --blocks "${BLOCKS:-4}" \
         --channels "${CHANNELS:-32}" --d-channels "${D_CHANNELS:-16}" --channels-last

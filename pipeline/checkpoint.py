@@ -78,10 +78,20 @@ def find_checkpoint(path: Path, what: str = "checkpoint") -> tuple[Path, dict[st
         raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
 
 
-def generator_from(state: dict[str, Any], path: Path) -> SRResNet:
-    """The trained generator of a pipeline.train checkpoint, on the CPU, in eval mode."""
+def generator_weights(model_state: dict[str, Any], which: str = "ema") -> tuple[dict, str]:
+    """G's weight average when asked for and kept (pipeline/ema.py), else its raw weights;
+    and which of the two it is."""
+    if which == "ema" and "generator_ema" in model_state:
+        return model_state["generator_ema"]["weights"], "ema"
+    return model_state["generator"], "raw"
+
+
+def generator_from(state: dict[str, Any], path: Path, which: str = "ema") -> SRResNet:
+    """The trained generator of a pipeline.train checkpoint, on the CPU, in eval mode: its
+    weight average if it has one and `which` is "ema", else its raw weights."""
     try:
-        config, weights = state["config"], state["model"]["generator"]
+        config = state["config"]
+        weights, _ = generator_weights(state["model"], which)
         model = SRResNet(config["scale"], config["model"]["blocks"], config["model"]["channels"])
     except (KeyError, TypeError):
         raise CheckpointError(f"{path}: not a pipeline.train checkpoint (no generator)") from None

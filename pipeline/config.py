@@ -23,13 +23,20 @@ class ModelConfig:
     d_channels: int = 64  # discriminator width of its first conv
 
 
+Schedule = Literal["cosine", "constant", "paper"]
+
+
 @dataclass
 class OptimConfig:
-    lr: float = 1e-4
+    lr: float = 1e-4  # the peak, reached after the warm-up
     beta1: float = 0.9
     beta2: float = 0.999
-    # GAN phase: the paper trains 1e5 steps at 1e-4, then 1e5 at 1e-5: lr drops by
-    # `gan_lr_drop` after this fraction of the steps.
+    # pipeline/schedule.py: a linear warm-up over `warmup_steps`, then "cosine" down to `min_lr`
+    # at the end of --steps, "constant", or "paper" (pretrain constant; the GAN phase drops by
+    # `gan_lr_drop` after `gan_lr_drop_at` of the steps: 1e5 steps at 1e-4, 1e5 at 1e-5).
+    schedule: Schedule = "cosine"
+    warmup_steps: int = 50
+    min_lr: float = 0.0
     gan_lr_drop_at: float = 0.5
     gan_lr_drop: float = 0.1
 
@@ -76,6 +83,10 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     dist_timeout: float = 600.0  # seconds a collective waits for the other ranks (NCCL's default)
+    # pipeline/ema.py: an average of G's weights (0: none), evaluated, exported and used for
+    # upscaling unless eval_weights is "raw"
+    ema_decay: float = 0.999
+    eval_weights: Literal["ema", "raw"] = "ema"
     grid_images: int = 8
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -103,6 +114,18 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.optim.schedule not in ("cosine", "constant", "paper"):
+            raise ValueError(
+                f"schedule must be cosine, constant or paper, got {self.optim.schedule!r}"
+            )
+        if self.optim.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.optim.warmup_steps}")
+        if not 0 <= self.optim.min_lr <= self.optim.lr:
+            raise ValueError(f"min_lr must be in [0, lr], got {self.optim.min_lr}")
+        if not (self.ema_decay == 0 or 0 < self.ema_decay < 1):
+            raise ValueError(f"ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
+        if self.eval_weights not in ("ema", "raw"):
+            raise ValueError(f"eval_weights must be ema or raw, got {self.eval_weights!r}")
         if self.dist_timeout <= 0:
             raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
 

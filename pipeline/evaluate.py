@@ -31,7 +31,12 @@ from torch import nn
 from torchvision.utils import save_image
 
 from pipeline.baseline import SCORES, BicubicBaseline
-from pipeline.checkpoint import CheckpointError, find_checkpoint, generator_from
+from pipeline.checkpoint import (
+    CheckpointError,
+    find_checkpoint,
+    generator_from,
+    generator_weights,
+)
 from pipeline.data import LoaderConfig, ShardError, SplitShards, build_loader, open_split_once
 from pipeline.distributed import (
     ProcessPlace,
@@ -263,6 +268,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--loader", choices=["auto", "dali", "reference"], default="auto")
     p.add_argument("--loader-threads", type=int, default=2)
     p.add_argument("--grid", type=Path, help="PNG: LR | bicubic | SR | HR of the first faces")
+    p.add_argument(
+        "--weights",
+        choices=["ema", "raw"],
+        default="ema",
+        help="G's weight average if the checkpoint has one, or its raw weights [ema]",
+    )
     return p.parse_args(argv)  # fmt: skip
 
 
@@ -304,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         made_for = state.get("config", {}).get("scale")
         if made_for != args.scale:
             raise CheckpointError(f"{path}: made for scale {made_for}, not {args.scale}")
-        generator = generator_from(state, path).to(device)
+        generator = generator_from(state, path, args.weights).to(device)
+        _, weights = generator_weights(state["model"], args.weights)
         loader_cfg = LoaderConfig(data=args.data, split=args.split, scale=args.scale,
                                   batch_size=args.batch_size, backend=args.loader,
                                   threads=args.loader_threads)  # fmt: skip
@@ -318,11 +330,12 @@ def main(argv: list[str] | None = None) -> int:
             torch.distributed.destroy_process_group()
     if place.is_main:
         step = int(state.get("step", 0))
-        print(report(scores, path, step, args.precision))
+        print(report(scores, path, step, f"{args.precision}, {weights} weights"))
         if args.json is not None:
             write_json(args.json, {
                 "checkpoint": str(path), "step": step, "data": str(args.data),
                 "split": scores.split, "scale": args.scale, "precision": args.precision,
+                "weights": weights,
                 "images": scores.images, "images_per_rank": scores.images_per_rank,
                 "sr": scores.sr, "bicubic": scores.bicubic, "seconds": scores.seconds,
             })  # fmt: skip

@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from pipeline.archs import Discriminator, SRResNet, VGGFeatures
 from pipeline.archs.sync_bn import sync_batchnorm
 from pipeline.config import TrainConfig
+from pipeline.ema import WeightAverage
 from pipeline.losses import ContentLoss, adversarial_loss, pixel_loss
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None, "auto": None}
@@ -53,6 +54,7 @@ class SRGANModel:
             d = sync_batchnorm(d, device) if d is not None else None
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.g_raw = g.to(device, memory_format=memory_format)
+        self.ema = WeightAverage(self.g_raw, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.d_raw = d.to(device, memory_format=memory_format) if d is not None else None
         ddp_args: dict[str, Any] = {"device_ids": [device.index]} if device.type == "cuda" else {}
         self.g = DDP(self.g_raw, **ddp_args) if world_size > 1 else self.g_raw
@@ -104,6 +106,7 @@ class SRGANModel:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt_g)
         self.scaler.update()
+        self._average()
         return {"loss/pixel_mse": loss.detach()}
 
     def _gan_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -119,6 +122,7 @@ class SRGANModel:
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g_loss).backward()
         self.scaler.step(self.opt_g)
+        self._average()
         # Discriminator: each DDP forward followed by its own backward. The real pass's
         # gradients stay local (no_sync) and the fake pass's backward all-reduces their sum:
         # one all-reduce of D's gradients per step (556 MB in fp32 at HR 256), not two.
@@ -144,6 +148,16 @@ class SRGANModel:
             "d/fake_prob": torch.sigmoid(fake_logits.detach().float()).mean(),
         }
 
+    def _average(self) -> None:
+        if self.ema is not None:
+            self.ema.update(self.g_raw)
+
+    def eval_generator(self) -> nn.Module:
+        """What is evaluated and exported: the weight average unless the raw G is asked for."""
+        if self.ema is not None and self.cfg.eval_weights == "ema":
+            return self.ema.net
+        return unwrap(self.g)
+
     @staticmethod
     def _local_gradients(net: nn.Module) -> contextlib.AbstractContextManager:
         """DDP's no_sync for `net` (also under torch.compile); nothing to skip on 1 process."""
@@ -159,10 +173,17 @@ class SRGANModel:
         if self.d is not None and self.opt_d is not None:
             state["discriminator"] = unwrap(self.d).state_dict()
             state["opt_d"] = self.opt_d.state_dict()
+        if self.ema is not None:
+            state["generator_ema"] = self.ema.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         unwrap(self.g).load_state_dict(state["generator"])
+        if self.ema is not None:
+            if "generator_ema" in state:
+                self.ema.load_state_dict(state["generator_ema"])
+            else:  # a checkpoint written without an average: start one from these weights
+                self.ema = WeightAverage(self.g_raw, self.ema.decay)
         self.scaler.load_state_dict(state["scaler"])
         optimizers = [(self.opt_g, state["opt_g"])]
         if self.d is not None and self.opt_d is not None:
@@ -180,5 +201,7 @@ class SRGANModel:
                         state["step"] = state["step"].to(param.device, torch.float32)
 
     def load_generator(self, weights: dict[str, torch.Tensor]) -> None:
-        """Start from a pre-trained SRResNet (the GAN phase's --init)."""
+        """Start from a pre-trained SRResNet (the GAN phase's --init); the average starts there."""
         unwrap(self.g).load_state_dict(weights)
+        if self.ema is not None:
+            self.ema = WeightAverage(self.g_raw, self.ema.decay)

@@ -35,6 +35,7 @@ from pipeline.checkpoint import (
     CheckpointError,
     checkpoint_path,
     find_checkpoint,
+    generator_weights,
     load_checkpoint,
     newest_valid_checkpoint,
     save_checkpoint,
@@ -53,7 +54,8 @@ from pipeline.distributed import (
 )
 from pipeline.evaluate import evaluate
 from pipeline.meter import StepMeter
-from pipeline.srgan import SRGANModel, unwrap
+from pipeline.schedule import learning_rate
+from pipeline.srgan import SRGANModel
 from pipeline.stopping import StopRequest, StopVote
 from pipeline.tracking import Tracker, resolve_tracking_uri
 from preprocess.pillow_check import warn_if_plain_pillow
@@ -83,7 +85,21 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument(
         "--init", type=Path, help="checkpoint (or run folder: its newest) whose G starts this run"
     )
-    p.add_argument("--lr", type=float, dest="optim.lr")
+    p.add_argument("--lr", type=float, dest="optim.lr", help="peak learning rate [1e-4]")
+    p.add_argument(
+        "--schedule",
+        choices=["cosine", "constant", "paper"],
+        dest="optim.schedule",
+        help="lr after the warm-up: cosine to --min-lr, constant, or the paper's GAN drop [cosine]",
+    )
+    p.add_argument(
+        "--warmup-steps", type=int, dest="optim.warmup_steps", help="linear lr warm-up [50]"
+    )
+    p.add_argument("--min-lr", type=float, dest="optim.min_lr", help="where cosine ends [0]")
+    p.add_argument(
+        "--ema-decay", type=float, help="average of G's weights, warmed up; 0 for none [0.999]"
+    )
+    p.add_argument("--eval-weights", choices=["ema", "raw"], help="G evaluated and exported [ema]")
     p.add_argument("--resume", help="'auto' (newest valid checkpoint in --out) or a file")
     p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"])
     p.add_argument("--compile", action="store_true", default=None)
@@ -170,13 +186,6 @@ def git_commit() -> str:
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Constant, except in the GAN phase, where it drops once (1e-4 -> 1e-5 in the paper)."""
-    if cfg.phase == "gan" and step >= cfg.optim.gan_lr_drop_at * cfg.steps:
-        return cfg.optim.lr * cfg.optim.gan_lr_drop
-    return cfg.optim.lr
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -273,8 +282,9 @@ class Trainer:
             raise TrainingError(
                 f"{path}: made for scale {state['config']['scale']}, this run is {self.cfg.scale}x"
             )
-        self.model.load_generator(state["model"]["generator"])
-        log.info("generator initialised from %s", path)
+        weights, which = generator_weights(state["model"], self.cfg.eval_weights)
+        self.model.load_generator(weights)
+        log.info("generator initialised from %s (%s weights)", path, which)
 
     def _resume(self) -> bool:
         if not self.cfg.resume:
@@ -407,7 +417,7 @@ class Trainer:
         self.doing = "an evaluation"
         grid = self.cfg.out / "samples" / f"step-{self.step:08d}.png"
         scores = evaluate(
-            unwrap(self.model.g),
+            self.model.eval_generator(),
             dataclasses.replace(self.loader_cfg, split="val"),
             self.place,
             precision=self.cfg.eval_precision,
@@ -458,13 +468,13 @@ class Trainer:
                     log.info("first batch %.1f s after start-up began (shards checked in %.1f s)",
                              meter.first_batch_at - self.created, self.check_seconds)  # fmt: skip
                 self.doing = "a training step"
-                self.model.set_lr(learning_rate(cfg, self.step))
+                self.model.set_lr(learning_rate(cfg.optim, cfg.phase, self.step, cfg.steps))
                 meter.add(self.model.train_step(batch.lr, batch.hr))
                 self.step += 1
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     means = meter.window()
-                    means["lr"] = learning_rate(cfg, self.step - 1)
+                    means["lr"] = learning_rate(cfg.optim, cfg.phase, self.step - 1, cfg.steps)
                     self.tracker.log_metrics(means, self.step)
                     losses = {k: v for k, v in means.items() if k.startswith("loss/")}
                     bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in losses.items()})
@@ -495,8 +505,9 @@ class Trainer:
         if self.place.is_main:
             side = self.shards.lr_size
             example = torch.zeros(1, 3, side, side).numpy()
-            self.tracker.log_model(unwrap(self.model.g).cpu().eval(), "generator", example)
-            unwrap(self.model.g).to(self.device)
+            exported = self.model.eval_generator()
+            self.tracker.log_model(exported.cpu().eval(), "generator", example)
+            exported.to(self.device)
         self.tracker.end("FINISHED")
         return outcome
 

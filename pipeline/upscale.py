@@ -26,10 +26,10 @@ from preprocess.atomic import tmp_path
 log = logging.getLogger("pipeline.upscale")
 
 
-def load_generator(path: Path, device: torch.device) -> SRResNet:
+def load_generator(path: Path, device: torch.device, which: str = "ema") -> SRResNet:
     """The generator of a checkpoint file or of a run folder's newest checkpoint."""
     found, state = find_checkpoint(path)
-    return generator_from(state, found).to(device)
+    return generator_from(state, found, which).to(device)
 
 
 @torch.no_grad()
@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--input", type=Path, required=True, help="folder of LR images")
     parser.add_argument("--output", type=Path, required=True, help="folder for the PNGs")
+    parser.add_argument(
+        "--weights", choices=["ema", "raw"], default="ema",
+        help="G's weight average if the checkpoint has one, or raw [ema]",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.input.is_dir():
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        model = load_generator(args.checkpoint, device)
+        model = load_generator(args.checkpoint, device, args.weights)
     except CheckpointError as exc:
         print(f"pipeline.upscale: error: {exc}", file=sys.stderr)
         return 2

@@ -116,6 +116,28 @@ def test_the_test_split_is_scored_by_the_command_with_a_table(shards_faces128, t
     assert lines[2].split()[0] == "SR" and lines[3].split()[0] == "bicubic"
 
 
+def test_the_weight_average_is_scored_unless_the_raw_weights_are_asked_for(
+    shards_faces128, tmp_path
+):
+    checkpoint = _checkpoint(tmp_path / "run")
+    state = torch.load(checkpoint, weights_only=True)
+    torch.manual_seed(1)  # another net as the "average": its scores must differ
+    average = SRResNet(4, TINY.blocks, TINY.channels).state_dict()
+    state["model"]["generator_ema"] = {"weights": average, "updates": 3, "decay": 0.999}
+    torch.save(state, checkpoint)
+    scores = {}
+    for weights in ("ema", "raw"):
+        out = tmp_path / f"{weights}.json"
+        result = _run(_evaluate_cmd("--checkpoint", checkpoint, "--data", shards_faces128,
+                                    "--scale", 4, "--weights", weights, "--json", out,
+                                    "--loader-threads", 1))  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"{weights} weights" in result.stdout
+        scores[weights] = json.loads(out.read_text())
+        assert scores[weights]["weights"] == weights
+    assert scores["ema"]["sr"]["psnr_y"] != scores["raw"]["sr"]["psnr_y"]
+
+
 def test_wrong_scale_and_missing_checkpoint_are_one_line_errors(shards_faces128, tmp_path):
     run = tmp_path / "run"
     _checkpoint(run, scale=4)

@@ -42,6 +42,14 @@ def _wait_for(cluster: NamespacedSlurm, job_id: str, done, what: str, timeout: f
         time.sleep(0.05)
 
 
+def _submit(cluster: NamespacedSlurm, shards: Path, folder: Path, steps: int, every: int):
+    """A 2-node train.sbatch job checkpointing every `every` steps: its id and run folder."""
+    runs = folder / "runs"
+    args = [*ARGS, "--steps", str(steps), "--checkpoint-every", str(every)]
+    job_id = submit_train(cluster, job_env(cluster, shards, runs), folder, *args, nodes=2)
+    return job_id, runs
+
+
 def test_two_nodes_with_two_processes_each_train_like_one_node_with_four(
     slurm_nodes, shards_faces128, tmp_path
 ):
@@ -72,10 +80,7 @@ def test_time_limit_signal_on_two_nodes_checkpoints_requeues_and_resumes_in_one_
     slurm_nodes, shards_faces128, tmp_path
 ):
     steps, every = 40, 5
-    runs = tmp_path / "runs"
-    env = job_env(slurm_nodes, shards_faces128, runs)
-    args = [*ARGS, "--steps", str(steps), "--checkpoint-every", str(every)]
-    job_id = submit_train(slurm_nodes, env, tmp_path, *args, nodes=2)
+    job_id, runs = _submit(slurm_nodes, shards_faces128, tmp_path, steps, every)
     checkpoints = runs / "x4-pretrain" / "checkpoints"
     first = checkpoints / f"step-{every:08d}.pt"
     _wait_for(slurm_nodes, job_id, first.exists, first.name)
@@ -106,10 +111,7 @@ def test_a_node_lost_mid_job_ends_it_and_the_requeued_job_resumes(
     slurm_nodes, shards_faces128, tmp_path
 ):
     steps, every = 16, 5
-    runs = tmp_path / "runs"
-    env = job_env(slurm_nodes, shards_faces128, runs)
-    args = [*ARGS, "--steps", str(steps), "--checkpoint-every", str(every)]
-    job_id = submit_train(slurm_nodes, env, tmp_path, *args, nodes=2)
+    job_id, runs = _submit(slurm_nodes, shards_faces128, tmp_path, steps, every)
     checkpoints = runs / "x4-pretrain" / "checkpoints"
     # past the first checkpoint (step 5) by a few steps, which the resumed job trains again
     run = runs / "x4-pretrain"

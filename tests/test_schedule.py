@@ -1,0 +1,36 @@
+"""The learning-rate schedule (pipeline/schedule.py): warm-up, cosine, constant, the paper's."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from pipeline.config import OptimConfig
+from pipeline.schedule import learning_rate
+
+
+def _lrs(phase: str = "pretrain", steps: int = 100, **optim: object) -> list[float]:
+    cfg = OptimConfig(**optim)  # type: ignore[arg-type]
+    return [learning_rate(cfg, phase, step, steps) for step in range(steps)]
+
+
+def test_warmup_rises_linearly_to_the_peak_then_cosine_decays_towards_min_lr():
+    lrs = _lrs(lr=1e-3, warmup_steps=9, schedule="cosine", min_lr=1e-5)
+    assert lrs[:9] == pytest.approx([1e-3 * (s + 1) / 10 for s in range(9)])
+    assert lrs[9] == pytest.approx(1e-3)  # the peak right after warm-up
+    assert all(a >= b for a, b in itertools.pairwise(lrs[9:]))  # never rises again
+    assert 1e-5 < lrs[-1] < 1.1e-5  # almost at the floor, not below it
+    assert lrs[55] == pytest.approx((1e-3 + 1e-5) / 2, rel=0.03)  # halfway through the decay
+
+
+def test_constant_and_the_papers_drop_only_in_the_gan_phase():
+    assert set(_lrs(lr=1e-4, warmup_steps=0, schedule="constant")) == {1e-4}
+    assert set(_lrs("pretrain", lr=1e-4, warmup_steps=0, schedule="paper")) == {1e-4}
+    gan = _lrs("gan", lr=1e-4, warmup_steps=0, schedule="paper", gan_lr_drop_at=0.5)
+    assert gan[:50] == [1e-4] * 50 and gan[50:] == pytest.approx([1e-5] * 50)
+
+
+def test_a_warmup_longer_than_the_run_still_reaches_the_peak():
+    lrs = _lrs(steps=5, lr=1e-3, warmup_steps=1000, schedule="constant")
+    assert lrs == pytest.approx([1e-3 * (s + 1) / 5 for s in range(4)] + [1e-3])
