@@ -114,13 +114,8 @@ def gather_objects(value: Any) -> list[Any]:
     return values
 
 
-def timed_out(exc: BaseException) -> bool:
-    """A collective that gave up waiting (gloo: 'Timed out waiting ...'; NCCL's watchdog:
-    '... timeout ...')."""
-    text = str(exc).lower()
-    return "timed out" in text or "timeout" in text
-
-
+# What gloo and NCCL say when a collective gave up waiting, and when the other end vanished.
+_TIMED_OUT = ("timed out waiting", "collective operation timeout", "socket timeout")
 _PEER_GONE = (
     "connection reset by peer",
     "connection closed by peer",
@@ -129,15 +124,29 @@ _PEER_GONE = (
 )
 
 
+def _collective_said(exc: BaseException, words: tuple[str, ...]) -> str | None:
+    """The line of a collective's error (a RuntimeError: DistBackendError is one) that holds
+    one of `words`, without gloo's [file.cc:line] prefix and its advice; else None. Errors
+    that merely mention a timeout elsewhere (a loader's, a file system's) are not matched."""
+    if not isinstance(exc, RuntimeError):
+        return None
+    for line in str(exc).splitlines():
+        if any(word in line.lower() for word in words):
+            return re.sub(r"^\[[^\]]*\]\s*", "", line.strip()).split(". ")[0]
+    return None
+
+
+def timed_out(exc: BaseException) -> str | None:
+    """What a collective said when it gave up waiting (gloo: 'Timed out waiting 10000ms for
+    recv operation to complete'; NCCL's watchdog: 'collective operation timeout')."""
+    return _collective_said(exc, _TIMED_OUT)
+
+
 def lost_peer(exc: BaseException) -> str | None:
     """What a collective said when another rank's end of the connection vanished (the process
     died, or its node did): gloo's 'Read error [ADDR]:PORT: Connection reset by peer', NCCL's
-    'remote process exited'. None for any other error."""
-    for line in str(exc).splitlines():
-        if any(words in line.lower() for words in _PEER_GONE):
-            line = re.sub(r"^\[[^\]]*\]\s*", "", line.strip())  # gloo's [file.cc:line]
-            return line.split(". ")[0]
-    return None
+    'remote process exited'."""
+    return _collective_said(exc, _PEER_GONE)
 
 
 def silent_ranks(timeout_s: float) -> str:

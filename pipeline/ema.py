@@ -1,12 +1,13 @@
 """An exponential moving average (EMA) of the generator: the weights that are evaluated,
 exported and used for upscaling, unless the raw ones are asked for.
 
-Two traps, both measured on a plain 4x net (../shared/NOTES.md): with a fixed decay of 0.999
-from step 0, 0.999^2000 = 13.5% of the average is still the random init after 2,000 steps; and
-BatchNorm statistics copied from the raw net belong to the raw weights, not to their average.
-Together they ended 6.7 dB below bicubic. So the decay warms up as (1 + t) / (10 + t) (the
-init's share is 9! t! / (t + 9)!: 1e-7 after 20 updates) before it reaches `decay`, and the
-BatchNorm running statistics are averaged like the weights, so they belong to the averaged net.
+Two traps, both named in issue 13 (measured there on a plain 4x net, not in this project): with
+a fixed decay of 0.999 from step 0, 0.999^2000 = 13.5% of the average is still the random init
+after 2,000 steps; and BatchNorm statistics copied from the raw net belong to the raw weights,
+not to their average (together: 6.7 dB below bicubic there). So the decay warms up as
+(1 + t) / (10 + t) (the init's share is 9! t! / (t + 9)!: 1e-7 after 20 updates) before it
+reaches `decay`, and the BatchNorm running statistics are averaged like the weights, so they
+belong to the averaged net.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self, net: nn.Module) -> None:
-        """After each optimizer step of `net` (the raw module, not its DDP wrapper)."""
+        """After each optimizer step of `net` (the raw module, not its DDP wrapper). A step that
+        fp16's GradScaler skipped (inf gradients) is averaged in too: telling would cost a
+        host sync per step, and the weights it averages in are the unchanged previous ones."""
         weight = 1.0 - self.decay_at(self.updates)
         mine, theirs = self.net.state_dict(), net.state_dict()
         floats = [name for name, value in mine.items() if value.is_floating_point()]

@@ -2,10 +2,11 @@
 
 Why a warm-up: Adam's first steps use second-moment estimates from a handful of batches, and
 BatchNorm's statistics are still moving; a full-size step then throws a fresh network far
-off (measured on a plain 4x net, ../shared/NOTES.md: 50 warm-up steps and a cosine decay to 0
-over 2,000 steps ended +1.17 dB over bicubic against +0.85 dB at a constant lr). Why cosine: it
-ends at `min_lr`, so the last evaluations are of weights that stopped wandering, and it needs
-no milestones tuned to the run's length.
+off. Why cosine: it ends at `min_lr`, so the last evaluations are of weights that stopped
+wandering, with no milestones tuned to the run's length. Measured (docs/RECIPE.md): at a
+constant 1e-3 the val curve fell up to 1.56 dB below an earlier evaluation, with warm-up and
+cosine by 0.01 dB at most; at the same peak, a constant lr with the weight average ended
+higher than cosine with it, and cosine from twice the peak matched it.
 """
 
 from __future__ import annotations

@@ -54,13 +54,14 @@ class SRGANModel:
             d = sync_batchnorm(d, device) if d is not None else None
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.g_raw = g.to(device, memory_format=memory_format)
-        self.ema = WeightAverage(self.g_raw, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.d_raw = d.to(device, memory_format=memory_format) if d is not None else None
         ddp_args: dict[str, Any] = {"device_ids": [device.index]} if device.type == "cuda" else {}
         self.g = DDP(self.g_raw, **ddp_args) if world_size > 1 else self.g_raw
         self.d = None
         if self.d_raw is not None:
             self.d = DDP(self.d_raw, **ddp_args) if world_size > 1 else self.d_raw
+        # after DDP's wrap, which gave every rank rank 0's weights: so is every rank's average
+        self.ema = WeightAverage(self.g_raw, cfg.ema_decay) if cfg.ema_decay > 0 else None
         if cfg.compile:
             self.g = torch.compile(self.g)
             self.d = torch.compile(self.d) if self.d is not None else None

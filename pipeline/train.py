@@ -282,7 +282,7 @@ class Trainer:
             raise TrainingError(
                 f"{path}: made for scale {state['config']['scale']}, this run is {self.cfg.scale}x"
             )
-        weights, which = generator_weights(state["model"], self.cfg.eval_weights)
+        weights, which = generator_weights(state["model"], "ema")  # the better G, if kept
         self.model.load_generator(weights)
         log.info("generator initialised from %s (%s weights)", path, which)
 
@@ -545,14 +545,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{where}pipeline.train: error: {exc}", file=sys.stderr)
         return 2
     except BaseException as exc:
-        if trainer is not None and place.world_size > 1 and timed_out(exc):
+        if trainer is not None and place.world_size > 1 and (waited := timed_out(exc)):
             # one line that says which rank stopped answering; torchrun restarts the job
             silent = silent_ranks(min(cfg.dist_timeout, 30.0))
             trainer.tracker.end("FAILED")
             print(
                 f"[rank {place.rank}] pipeline.train: error: {trainer.doing} at step "
                 f"{trainer.step} timed out after {cfg.dist_timeout:.0f} s waiting for the other "
-                f"ranks; {silent}",
+                f"ranks; {silent} (the collective said: {waited})",
                 file=sys.stderr,
             )
             return 2

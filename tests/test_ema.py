@@ -7,11 +7,14 @@ import torch
 from torch import nn
 
 from pipeline.archs import SRResNet
+from pipeline.checkpoint import generator_weights
+from pipeline.config import ModelConfig, TrainConfig
 from pipeline.ema import WeightAverage
+from pipeline.srgan import SRGANModel
 
 
-def _net() -> nn.Module:
-    torch.manual_seed(0)
+def _net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
     return SRResNet(4, blocks=1, channels=8)
 
 
@@ -52,7 +55,7 @@ def test_state_round_trips_and_the_average_is_not_trained():
     net = _net()
     average = WeightAverage(net, decay=0.9)
     average.update(net)
-    copy = WeightAverage(_net(), decay=0.9)
+    copy = WeightAverage(_net(seed=1), decay=0.9)  # other weights, replaced by the load
     copy.load_state_dict(average.state_dict())
     assert copy.updates == 1
     for key, value in average.net.state_dict().items():
@@ -64,3 +67,42 @@ def test_state_round_trips_and_the_average_is_not_trained():
 def test_decay_out_of_range_is_refused():
     with pytest.raises(ValueError, match="EMA decay must be in"):
         WeightAverage(_net(), decay=1.0)
+
+
+def _model(decay: float = 0.9) -> SRGANModel:
+    torch.manual_seed(0)
+    cfg = TrainConfig(model=ModelConfig(blocks=1, channels=8, d_channels=4), ema_decay=decay)
+    return SRGANModel(cfg, 32, torch.device("cpu"), world_size=1)
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(value, b[key]) for key, value in a.items())
+
+
+def test_a_checkpoint_without_an_average_starts_one_from_its_weights():
+    trained = _model()
+    with torch.no_grad():
+        for p in trained.g_raw.parameters():
+            p.add_(0.5)
+    state = trained.state_dict()
+    del state["generator_ema"]  # as written with --ema-decay 0, or before averages existed
+    resumed = _model()
+    resumed.load_state_dict(state)
+    assert _same(resumed.ema.net.state_dict(), state["generator"])
+    assert resumed.ema.updates == 0
+
+
+def test_init_weights_restart_the_average_there_and_the_average_is_what_init_takes():
+    model = _model()
+    model.train_step(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32) * 2 - 1)
+    state = model.state_dict()
+    weights, which = generator_weights(state, "ema")
+    assert which == "ema" and _same(weights, state["generator_ema"]["weights"])
+    assert generator_weights(state, "raw")[0] is state["generator"]
+    del state["generator_ema"]
+    assert generator_weights(state, "ema")[1] == "raw"  # nothing averaged: the raw weights
+
+    fresh = _model()
+    fresh.load_generator(weights)
+    assert _same(fresh.ema.net.state_dict(), weights) and fresh.ema.updates == 0
+    assert fresh.eval_generator() is fresh.ema.net

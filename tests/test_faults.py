@@ -16,8 +16,8 @@ import pytest
 import torch
 from helpers import PROJECT_ROOT, free_port
 from mlflow_server import MlflowServer
-from tracking_helpers import client, runs_in, steps_logged
-from trainer_helpers import run_train, train_cmd
+from tracking_helpers import client, last_logged_step, runs_in, steps_logged
+from trainer_helpers import generator_in, run_train, train_cmd
 
 STEPS = 60
 ARGS = ["--scale", "4", "--phase", "pretrain", "--steps", str(STEPS), "--checkpoint-every", "4",
@@ -39,11 +39,6 @@ def _worker(launcher: subprocess.Popen, rank: int, timeout: float = 120) -> psut
     raise AssertionError(f"no worker of rank {rank}")
 
 
-def _last_logged_step(out: Path) -> int:
-    lines = (out / "tracking" / "journal.jsonl").read_text().splitlines()
-    return max((json.loads(line).get("step", 0) for line in lines[-3:] if line), default=0)
-
-
 def _wait_for_logged_step(out: Path, step: int, process: subprocess.Popen) -> None:
     """Until rank 0 has journaled `step`'s metrics: with checkpoints every 4 steps, killing a
     worker right after step 9 leaves steps past the newest checkpoint (8) logged."""
@@ -52,7 +47,7 @@ def _wait_for_logged_step(out: Path, step: int, process: subprocess.Popen) -> No
     while True:
         assert process.poll() is None, process.stderr.read() if process.stderr else ""
         assert time.monotonic() < deadline, f"step {step} never logged"
-        if journal.exists() and _last_logged_step(out) >= step:
+        if journal.exists() and last_logged_step(out) >= step:
             return
         time.sleep(0.005)
 
@@ -70,8 +65,7 @@ def _kill_rank_1_after_step_9(cmd: list[str], out: Path) -> tuple[int, str]:
 
 
 def _generator(out: Path) -> dict[str, torch.Tensor]:
-    path = out / "checkpoints" / f"step-{STEPS:08d}.pt"
-    return torch.load(path, weights_only=True)["model"]["generator"]
+    return generator_in(out / "checkpoints" / f"step-{STEPS:08d}.pt")
 
 
 def test_a_worker_killed_with_9_is_restarted_and_the_run_ends_as_if_uninterrupted(
@@ -211,9 +205,9 @@ def test_an_mlflow_server_stopped_for_20_s_mid_run_ends_up_with_everything(
         )  # fmt: skip
         _wait_for_logged_step(out, 50, launcher)
         server.stop()
-        down_at = _last_logged_step(out)
+        down_at = last_logged_step(out)
         time.sleep(20)
-        assert launcher.poll() is None and _last_logged_step(out) > down_at + 20  # trained on
+        assert launcher.poll() is None and last_logged_step(out) > down_at + 20  # trained on
         server.start()
         _, stderr = launcher.communicate(timeout=600)
         (tmp_path / "train.err").write_text(stderr)  # for a look after the test

@@ -5,33 +5,22 @@ shards of real CelebA faces."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import torch
 from slurm_cluster import NamespacedSlurm
 from slurm_recipe import job_env, submit_train
-from tracking_helpers import runs_in, steps_logged
-from trainer_helpers import TINY, run_train
+from tracking_helpers import last_logged_step, runs_in, steps_logged
+from trainer_helpers import TINY, generator_in, run_train
 
 ARGS = [*TINY, "--scale", "4", "--phase", "pretrain", "--log-every", "1", "--eval-every", "1000",
         "--deterministic", "--seed", "3"]  # fmt: skip
 
 
-def _generator(checkpoint: Path) -> dict[str, torch.Tensor]:
-    return torch.load(checkpoint, weights_only=True)["model"]["generator"]
-
-
 def _log(folder: Path, job_id: str) -> str:
     path = folder / f"srgan-{job_id}.out"
     return path.read_text() if path.is_file() else "(no log)"
-
-
-def _last_logged_step(run: Path) -> int:
-    journal = run / "tracking" / "journal.jsonl"
-    lines = journal.read_text().splitlines() if journal.is_file() else []
-    return max((json.loads(line).get("step", 0) for line in lines if line), default=0)
 
 
 def _wait_for(cluster: NamespacedSlurm, job_id: str, done, what: str, timeout: float = 300):
@@ -71,7 +60,7 @@ def test_two_nodes_with_two_processes_each_train_like_one_node_with_four(
     run_train(shards_faces128, one_node, tmp_path / "one-node.db", "--config", "configs/x4.toml",
               *args, torchrun=4)  # fmt: skip
     name = f"checkpoints/step-{steps:08d}.pt"
-    two, one = _generator(runs / "x4-pretrain" / name), _generator(one_node / name)
+    two, one = generator_in(runs / "x4-pretrain" / name), generator_in(one_node / name)
     for key, value in one.items():
         assert torch.equal(value, two[key]), key
 
@@ -115,9 +104,9 @@ def test_a_node_lost_mid_job_ends_it_and_the_requeued_job_resumes(
     checkpoints = runs / "x4-pretrain" / "checkpoints"
     # past the first checkpoint (step 5) by a few steps, which the resumed job trains again
     run = runs / "x4-pretrain"
-    _wait_for(slurm_nodes, job_id, lambda: _last_logged_step(run) >= every + 2, "step 7")
+    _wait_for(slurm_nodes, job_id, lambda: last_logged_step(run) >= every + 2, "step 7")
 
-    last_logged = _last_logged_step(run)
+    last_logged = last_logged_step(run)
     lost_at = time.monotonic()
     killed = slurm_nodes.kill_node("node2")  # slurmd, slurmstepd, torchrun and its 2 workers
     assert len(killed) >= 5, killed

@@ -22,10 +22,6 @@ from pipeline.distributed import ProcessPlace
 from pipeline.srgan import SRGANModel
 
 
-def _generator(checkpoint: Path) -> dict[str, torch.Tensor]:
-    return torch.load(checkpoint, weights_only=True)["model"]["generator"]
-
-
 @pytest.mark.parametrize("preset", ["seed", "faces128"])
 @pytest.mark.parametrize("scale", [4, 8])
 def test_steps_run_at_both_scales_and_presets(request, preset, scale):

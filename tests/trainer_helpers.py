@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from helpers import PROJECT_ROOT
 
 TINY = ["--blocks", "2", "--channels", "8", "--d-channels", "4", "--batch-size", "4",
@@ -41,3 +42,8 @@ def run_train(
     if check and result.returncode != 0:
         raise AssertionError(f"pipeline.train exited {result.returncode}:\n{result.stderr[-4000:]}")
     return result
+
+
+def generator_in(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The raw generator weights a checkpoint holds."""
+    return torch.load(checkpoint, weights_only=True)["model"]["generator"]
