@@ -45,13 +45,14 @@ def baseline_key(shards: SplitShards, decoder: str) -> dict[str, object]:
 class BicubicBaseline:
     """Per-image bicubic scores of one split: read from the cache file, added to, saved."""
 
-    def __init__(self, shards: SplitShards, folders: list[Path], decoder: str) -> None:
+    def __init__(self, shards: SplitShards | None, folders: list[Path], decoder: str) -> None:
         """folders: where the file may live, in order of preference (the shards' folder
         first, a run folder for read-only datasets); the first holding a valid file is read,
-        the first writable one is written. decoder: the loader's (`Loader.decoder`)."""
-        self.key = baseline_key(shards, decoder)
-        self.name = f"bicubic-{shards.split}-x{shards.scale}.json"
-        self.folders = folders
+        the first writable one is written. decoder: the loader's (`Loader.decoder`). Without
+        shards (a folder of images), nothing is cached."""
+        self.key = baseline_key(shards, decoder) if shards is not None else None
+        self.name = f"bicubic-{shards.split}-x{shards.scale}.json" if shards is not None else ""
+        self.folders = folders if shards is not None else []
         self.scores: dict[str, list[float]] = {}
         self.added = 0
         for folder in folders:
@@ -77,7 +78,7 @@ class BicubicBaseline:
 
     def save(self) -> Path | None:
         """Write the file if anything was added; None when no folder is writable."""
-        if not self.added:
+        if not self.added or not self.folders:
             return None
         for folder in self.folders:
             path = folder / self.name

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +37,15 @@ from pipeline.checkpoint import (
     generator_from,
     generator_weights,
 )
-from pipeline.data import LoaderConfig, ShardError, SplitShards, build_loader, open_split_once
+from pipeline.data import (
+    Batch,
+    LoaderConfig,
+    ShardError,
+    SplitShards,
+    build_loader,
+    open_split_once,
+)
+from pipeline.data.folder import FolderImages
 from pipeline.distributed import (
     ProcessPlace,
     configure_logging,
@@ -47,7 +55,16 @@ from pipeline.distributed import (
     sum_over_ranks,
 )
 from pipeline.metrics import bicubic_upscale, psnr, ssim
+from pipeline.perceptual import (
+    LPIPS,
+    InceptionFeatures,
+    SetStatistics,
+    frechet_distance,
+    load_fid,
+    load_lpips,
+)
 from pipeline.srgan import autocast
+from pipeline.weights import WeightsMissing
 from preprocess.atomic import tmp_path, write_json
 
 log = logging.getLogger("pipeline.evaluate")
@@ -66,6 +83,7 @@ class Scores:
     bicubic: dict[str, float]
     images_per_rank: list[int]
     seconds: float
+    skipped: int = 0  # unreadable images of an image folder, left out
 
     def metrics(self) -> dict[str, float]:
         """Flat, for MLflow: '<split>/sr_psnr_y', '<split>/bicubic_ssim_rgb', '<split>/images'."""
@@ -105,23 +123,38 @@ def evaluate(
     grid_images: int = 8,
     shards: SplitShards | None = None,
     baseline: BicubicBaseline | None = None,
+    lpips: LPIPS | None = None,
+    fid: InceptionFeatures | None = None,
+    images: Path | None = None,
 ) -> Scores:
     """Scores of `generator` on `loader_cfg.split`, every rank taking its part.
 
     max_batches: at most this many batches per process (0: the whole split; a quick look
     whose numbers depend on the number of processes). shards: the split as `open_split`
     checked it. baseline: the split's bicubic cache, kept by the caller across evaluations
-    (made here, beside the shards, when not given).
+    (made here, beside the shards, when not given). lpips, fid: the perceptual metrics
+    (pipeline.perceptual), on the generator's device; LPIPS is a mean over images like PSNR,
+    FID compares the SR (and bicubic) set with the HR set from statistics summed over ranks.
+    images: score the images of this folder as HR (lossless LR made here, pipeline.data.folder)
+    instead of the shards of `loader_cfg`.
     """
     start = time.perf_counter()
     cfg = dataclasses.replace(loader_cfg, shuffle=False, flip=False, drop_last=False)
     cfg = dataclasses.replace(cfg, with_keys=True)
-    shards = shards or open_split_once(cfg.data, cfg.split, cfg.scale, place)
-    loader = build_loader(cfg, place, shards)
-    baseline = baseline or BicubicBaseline(shards, [shards.data / "baselines"], loader.decoder)
+    loader: Iterable[Batch]
+    if images is not None:
+        loader = FolderImages(images, cfg.scale, cfg.batch_size, place)
+        baseline = BicubicBaseline(None, [], loader.decoder)
+    else:
+        shards = shards or open_split_once(cfg.data, cfg.split, cfg.scale, place)
+        loader = build_loader(cfg, place, shards)
+        baseline = baseline or BicubicBaseline(shards, [shards.data / "baselines"], loader.decoder)
     device = next(generator.parameters()).device
     sr_sums = torch.zeros(len(SR_SUMS) + 1, dtype=torch.float64, device=device)
     bicubic_sums = torch.zeros(len(SCORES), dtype=torch.float64)
+    lpips_sums = torch.zeros(2, dtype=torch.float64, device=device)  # SR, bicubic
+    fid_sets = {name: SetStatistics(2048, device) for name in ("sr", "bicubic", "hr")}
+    fid_sets = fid_sets if fid is not None else {}
     fresh: dict[str, list[float]] = {}
     grid_rows: list[torch.Tensor] = []
     was_training = generator.training
@@ -142,13 +175,25 @@ def evaluate(
             sr_sums[-1] += hr01.shape[0]
             bicubic_sums += _bicubic_scores(batch.lr, hr01, batch.keys or [], cfg.scale,
                                             baseline, fresh)  # fmt: skip
+            if lpips is not None or fid is not None:
+                bicubic01 = bicubic_upscale(batch.lr, cfg.scale).to(device)
+                if lpips is not None:
+                    lpips_sums[0] += lpips(sr01, hr01).sum()
+                    lpips_sums[1] += lpips(bicubic01, hr01).sum()
+                if fid is not None:
+                    for name, pixels in (("sr", sr01), ("bicubic", bicubic01), ("hr", hr01)):
+                        fid_sets[name].add(fid(pixels))
             if place.is_main and grid_path is not None:
                 _grid_rows(grid_rows, grid_images, batch.lr, sr01, hr01, cfg.scale)
     finally:
         if was_training:
             generator.train()
     totals = sum_over_ranks(torch.cat([sr_sums, bicubic_sums.to(device)])).cpu()
+    sum_over_ranks(lpips_sums)
+    for statistics in fid_sets.values():
+        sum_over_ranks(statistics.sums)
     images_per_rank = gather_objects(int(sr_sums[-1].item()))
+    skipped = sum(gather_objects(len(loader.skipped) if isinstance(loader, FolderImages) else 0))
     cached_before = len(baseline.scores)
     for entries in gather_objects(fresh):
         baseline.add(entries)
@@ -162,13 +207,24 @@ def evaluate(
     count = max(int(totals[len(SR_SUMS)].item()), 1)
     sr_means = totals[: len(SR_SUMS)] / count
     bicubic_means = totals[len(SR_SUMS) + 1 :] / count
+    sr = dict(zip(SR_SUMS, sr_means.tolist(), strict=True))
+    bicubic = dict(zip(SCORES, bicubic_means.tolist(), strict=True))
+    if lpips is not None:
+        sr["lpips"], bicubic["lpips"] = (lpips_sums.cpu() / count).tolist()
+    if fid_sets:
+        hr_set = fid_sets["hr"].mean_and_covariance(fid_sets["hr"].sums)
+        for name, scores in (("sr", sr), ("bicubic", bicubic)):
+            statistics = fid_sets[name]
+            sr_set = statistics.mean_and_covariance(statistics.sums)
+            scores["fid"] = frechet_distance(sr_set, hr_set)
     return Scores(
-        split=cfg.split,
+        split=cfg.split if images is None else images.name,
         images=int(totals[len(SR_SUMS)].item()),
-        sr=dict(zip(SR_SUMS, sr_means.tolist(), strict=True)),
-        bicubic=dict(zip(SCORES, bicubic_means.tolist(), strict=True)),
+        sr=sr,
+        bicubic=bicubic,
         images_per_rank=images_per_rank,
         seconds=time.perf_counter() - start,
+        skipped=skipped,
     )
 
 
@@ -254,10 +310,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         required=True,
         help="a checkpoint file, or a run folder (its newest readable checkpoint)",
     )
-    p.add_argument("--data", type=Path, required=True, help="output folder of srgan-preprocess")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="output folder of srgan-preprocess")
+    source.add_argument("--images", type=Path,
+                        help="a folder of HR images, scored losslessly (LR made here by PIL "
+                             "bicubic), e.g. FSRNet's CelebA test faces")  # fmt: skip
     p.add_argument("--split", choices=["val", "test"], default="val")
     p.add_argument("--scale", type=int, choices=[2, 4, 8], required=True)
     p.add_argument("--json", type=Path, help="write the scores here as JSON")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the bicubic and SR rows of docs/RESULTS.md's table")  # fmt: skip
+    p.add_argument("--label", help="the SR row's name in --markdown [SRResNet or SRGAN, step]")
     p.add_argument("--batch-size", type=int, default=16, help="per process [16]")
     p.add_argument(
         "--precision",
@@ -274,21 +337,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="ema",
         help="G's weight average if the checkpoint has one, or its raw weights [ema]",
     )
-    return p.parse_args(argv)  # fmt: skip
+    for metric, file, what in (("lpips", "alexnet", "LPIPS (AlexNet)"),
+                               ("fid", "inception", "FID (InceptionV3)")):  # fmt: skip
+        p.add_argument(f"--{metric}", dest=metric, action="store_const", const="on",
+                       default="auto", help=f"{what}: required (absent weights are an error); "
+                       "by default used when its weights are present")  # fmt: skip
+        p.add_argument(f"--no-{metric}", dest=metric, action="store_const", const="off",
+                       help=f"leave {what} out")  # fmt: skip
+        p.add_argument(f"--{file}-weights", help=f"{what} weights file [the torch hub cache]")
+    return p.parse_args(argv)
+
+
+METRIC_COLUMNS = (("psnr_y", "PSNR-Y", "8.2f"), ("ssim_y", "SSIM-Y", "8.4f"),
+                  ("psnr_rgb", "PSNR-RGB", "9.2f"), ("ssim_rgb", "SSIM-RGB", "9.4f"),
+                  ("lpips", "LPIPS", "7.4f"), ("fid", "FID", "8.2f"))  # fmt: skip
+
+
+def _columns(scores: Scores) -> list[tuple[str, str, str]]:
+    return [column for column in METRIC_COLUMNS if column[0] in scores.sr]
 
 
 def report(scores: Scores, checkpoint: Path, step: int, precision: str) -> str:
+    columns = _columns(scores)
+    skipped = f", {scores.skipped} skipped" if scores.skipped else ""
     lines = [
-        f"{scores.split} split, {scores.images:,} images, checkpoint {checkpoint} (step {step}),"
+        f"{scores.split} split, {scores.images:,} images{skipped}, checkpoint {checkpoint} "
+        f"(step {step}),"
         f" SR in {precision}, {len(scores.images_per_rank)} process(es), {scores.seconds:.1f} s",
-        f"{'':8} {'PSNR-Y':>8} {'SSIM-Y':>8} {'PSNR-RGB':>9} {'SSIM-RGB':>9}",
+        f"{'':8} " + " ".join(f"{title:>{fmt.split('.')[0]}}" for _, title, fmt in columns),
     ]
     for name, values in (("SR", scores.sr), ("bicubic", scores.bicubic)):
-        lines.append(
-            f"{name:8} {values['psnr_y']:8.2f} {values['ssim_y']:8.4f} "
-            f"{values['psnr_rgb']:9.2f} {values['ssim_rgb']:9.4f}"
-        )
+        lines.append(f"{name:8} " + " ".join(f"{values[key]:{fmt}}" for key, _, fmt in columns))
     return "\n".join(lines)
+
+
+def markdown_rows(scores: Scores, label: str) -> str:
+    """The table of docs/RESULTS.md: method | PSNR | SSIM (Y, as papers) | LPIPS | FID."""
+    columns = [c for c in _columns(scores) if c[0] not in ("psnr_rgb", "ssim_rgb")]
+    head = "| method | " + " | ".join(title for _, title, _ in columns) + " |"
+    rule = "|---|" + "---:|" * len(columns)
+    rows = [f"| {name} | " + " | ".join(f"{values[key]:.{fmt.split('.')[1]}}"
+                                          for key, _, fmt in columns) + " |"
+            for name, values in (("bicubic", scores.bicubic), (label, scores.sr))]  # fmt: skip
+    return "\n".join([head, rule, *rows])
 
 
 def _agreed_checkpoint(given: Path, place: ProcessPlace) -> tuple[Path, dict]:
@@ -317,12 +408,16 @@ def main(argv: list[str] | None = None) -> int:
             raise CheckpointError(f"{path}: made for scale {made_for}, not {args.scale}")
         generator = generator_from(state, path, args.weights).to(device)
         _, weights = generator_weights(state["model"], args.weights)
-        loader_cfg = LoaderConfig(data=args.data, split=args.split, scale=args.scale,
+        lpips = load_lpips(args.lpips, args.alexnet_weights)
+        fid = load_fid(args.fid, args.inception_weights)
+        loader_cfg = LoaderConfig(data=args.data or Path(), split=args.split, scale=args.scale,
                                   batch_size=args.batch_size, backend=args.loader,
                                   threads=args.loader_threads)  # fmt: skip
         scores = evaluate(generator, loader_cfg, place, precision=args.precision,
-                          grid_path=args.grid)  # fmt: skip
-    except (CheckpointError, ShardError, ValueError) as exc:
+                          grid_path=args.grid, images=args.images,
+                          lpips=lpips.to(device) if lpips else None,
+                          fid=fid.to(device) if fid else None)  # fmt: skip
+    except (CheckpointError, ShardError, ValueError, WeightsMissing) as exc:
         print(f"pipeline.evaluate: error: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -331,9 +426,15 @@ def main(argv: list[str] | None = None) -> int:
     if place.is_main:
         step = int(state.get("step", 0))
         print(report(scores, path, step, f"{args.precision}, {weights} weights"))
+        if args.markdown:
+            phase = state.get("config", {}).get("phase")
+            model = "SRGAN" if phase == "gan" else "SRResNet"
+            label = args.label or f"{model} (this pipeline, step {step:,}, {weights} weights)"
+            print(markdown_rows(scores, label))
         if args.json is not None:
             write_json(args.json, {
-                "checkpoint": str(path), "step": step, "data": str(args.data),
+                "checkpoint": str(path), "step": step,
+                "data": str(args.images or args.data), "skipped": scores.skipped,
                 "split": scores.split, "scale": args.scale, "precision": args.precision,
                 "weights": weights,
                 "images": scores.images, "images_per_rank": scores.images_per_rank,

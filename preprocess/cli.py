@@ -53,7 +53,14 @@ def main(verbose: bool) -> None:
     type=click.Choice(sorted(CODEC_EXTENSIONS)),
     default="jpeg",
     show_default=True,
-    help="jpeg decodes on the GPU (nvJPEG); png is lossless.",
+    help="HR images: jpeg decodes on the GPU (nvJPEG); png is lossless.",
+)
+@click.option(
+    "--lr-codec",
+    type=click.Choice(sorted(CODEC_EXTENSIONS)),
+    default="png",
+    show_default=True,
+    help="LR images: png keeps the clean bicubic LR that papers start from.",
 )
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True)
 @click.option("--samples-per-shard", type=click.IntRange(min=1), default=1000, show_default=True)
@@ -70,6 +77,7 @@ def shard(
     crop: int | None,
     hr_size: int | None,
     codec: str,
+    lr_codec: str,
     jpeg_quality: int,
     samples_per_shard: int,
     workers: int | None,
@@ -88,7 +96,7 @@ def shard(
             celeba_root=celeba_root,
             out=out,
             protocol=protocol,
-            encoding=Encoding(codec=codec, jpeg_quality=jpeg_quality),  # type: ignore[arg-type]
+            encoding=Encoding(codec=codec, jpeg_quality=jpeg_quality, lr_codec=lr_codec),  # type: ignore[arg-type]
             samples_per_shard=samples_per_shard,
             workers=workers or default_workers(),
             seed=seed,

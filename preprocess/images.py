@@ -29,16 +29,22 @@ class RejectedImage(Exception):
 class Encoding:
     """How images are stored in the shards.
 
-    JPEG at quality 95 with 4:4:4 chroma by default: nvJPEG decodes it on the GPU, and 4:4:4
-    keeps the colour detail that 4:2:0 would halve. PNG is lossless but decoded on the CPU.
+    HR (`codec`): JPEG at quality 95 with 4:4:4 chroma by default: nvJPEG decodes it on the GPU,
+    and 4:4:4 keeps the colour detail that 4:2:0 would halve; PNG is lossless but decoded on
+    the CPU. LR (`lr_codec`): PNG by default, so the network sees the clean bicubic LR that
+    published tables start from (JPEG q95 LR is 38.9 dB (4x) / 37.2 dB (8x) from it, and the
+    net would learn to undo JPEG too); at 32x32 or 16x16 a PNG costs little to store or decode
+    (bench/lr_storage.py).
     """
 
     codec: Codec = "jpeg"
     jpeg_quality: int = 95
+    lr_codec: Codec = "png"
 
     def __post_init__(self) -> None:
-        if self.codec not in CODEC_EXTENSIONS:
-            raise ValueError(f"codec must be one of {sorted(CODEC_EXTENSIONS)}, got {self.codec!r}")
+        for name, codec in (("codec", self.codec), ("LR codec", self.lr_codec)):
+            if codec not in CODEC_EXTENSIONS:
+                raise ValueError(f"{name} must be one of {sorted(CODEC_EXTENSIONS)}, got {codec!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"JPEG quality must be 1..100, got {self.jpeg_quality}")
 
@@ -46,9 +52,13 @@ class Encoding:
     def extension(self) -> str:
         return CODEC_EXTENSIONS[self.codec]
 
-    def encode(self, image: Image.Image) -> bytes:
+    @property
+    def lr_extension(self) -> str:
+        return CODEC_EXTENSIONS[self.lr_codec]
+
+    def encode(self, image: Image.Image, codec: Codec | None = None) -> bytes:
         out = io.BytesIO()
-        if self.codec == "jpeg":
+        if (codec or self.codec) == "jpeg":
             image.save(out, format="JPEG", quality=self.jpeg_quality, subsampling=0)
         else:
             image.save(out, format="PNG", compress_level=6)
@@ -56,10 +66,9 @@ class Encoding:
 
 
 def component_names(protocol: Protocol, encoding: Encoding) -> dict[str, str]:
-    """Role -> component name inside a sample: {'hr': 'hr.jpg', 'x4': 'x4.jpg', ...}."""
-    ext = encoding.extension
-    names = {"hr": f"hr.{ext}"}
-    names.update({f"x{s}": f"x{s}.{ext}" for s in protocol.scales})
+    """Role -> component name inside a sample: {'hr': 'hr.jpg', 'x4': 'x4.png', ...}."""
+    names = {"hr": f"hr.{encoding.extension}"}
+    names.update({f"x{s}": f"x{s}.{encoding.lr_extension}" for s in protocol.scales})
     return names
 
 
@@ -115,5 +124,5 @@ def make_sample(data: bytes, protocol: Protocol, encoding: Encoding) -> SampleRe
     components = {names["hr"]: encoding.encode(hr)}
     for scale in protocol.scales:
         lr = resize_bicubic(hr, protocol.lr_size(scale))
-        components[names[f"x{scale}"]] = encoding.encode(lr)
+        components[names[f"x{scale}"]] = encoding.encode(lr, encoding.lr_codec)
     return SampleResult(components, converted_from)

@@ -53,6 +53,7 @@ def build_manifest(
     for r in records:
         converted.update(r["converted"])
     written = sum(s["samples"] for s in splits.values())
+    any_jpeg = "jpeg" in (encoding.codec, encoding.lr_codec)
     return {
         "format_version": FORMAT_VERSION,
         "synthetic": synthetic,
@@ -65,8 +66,9 @@ def build_manifest(
         "resize": "PIL bicubic with antialiasing; LR made from HR",
         "pil": pillow_flavour(),
         "codec": encoding.codec,
-        "jpeg_quality": encoding.jpeg_quality if encoding.codec == "jpeg" else None,
-        "chroma_subsampling": "4:4:4" if encoding.codec == "jpeg" else None,
+        "lr_codec": encoding.lr_codec,
+        "jpeg_quality": encoding.jpeg_quality if any_jpeg else None,
+        "chroma_subsampling": "4:4:4" if any_jpeg else None,
         "components": components,
         "seed": job.seed,
         "samples_per_shard": job.samples_per_shard,

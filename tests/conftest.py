@@ -128,3 +128,32 @@ def slurm_recipe(slurm, shards_faces128: Path, tmp_path_factory: pytest.TempPath
     from slurm_recipe import run_recipe
 
     return run_recipe(slurm, shards_faces128, tmp_path_factory.mktemp("slurm-recipe"))
+
+
+# ---- metric backbones made by the tests (the real ones cannot be downloaded here) ----------
+
+
+@pytest.fixture(scope="session")
+def metric_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Random AlexNet and FID-InceptionV3 state dicts in the files' real formats."""
+    from unittest import mock
+
+    import torch
+    from torch_fidelity import feature_extractor_inceptionv3 as fidelity
+    from torchvision.models import alexnet
+
+    folder = tmp_path_factory.mktemp("metric-weights")
+    torch.manual_seed(0)
+    paths = {"alexnet": folder / "alexnet.pth", "inception": folder / "inception.pth"}
+    torch.save(alexnet(weights=None).state_dict(), paths["alexnet"])
+    # torch-fidelity's extractor always loads a file; built once without one to get its keys
+    with (
+        mock.patch.object(fidelity, "load_state_dict_from_url", return_value=None),
+        mock.patch.object(fidelity.FeatureExtractorInceptionV3, "load_state_dict"),
+    ):
+        inception = fidelity.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    for module in inception.modules():  # PyTorch's default init fades to ~1e-8 over 90 layers
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight)
+    torch.save(inception.state_dict(), paths["inception"])
+    return paths

@@ -83,7 +83,8 @@ def test_missing_weights_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(
         VGGWeightsMissing,
         match=r"VGG19 ImageNet weights not found at .*"
-        r"vgg19-dcbb9e9d\.pth: copy torchvision's .* or pass --vgg-weights PATH",
+        r"vgg19-dcbb9e9d\.pth: copy torchvision.s .*pipeline.weights fetch vgg19.* "
+        r"or pass --vgg-weights PATH",
     ):
         VGGFeatures(None)
     with pytest.raises(VGGWeightsMissing, match="weights file not found"):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import copy_of, make_shards, make_subset_root
 from helpers import PROJECT_ROOT
+from torchvision.utils import save_image
 
 from pipeline.archs import SRResNet
 from pipeline.config import ModelConfig, TrainConfig
@@ -74,7 +75,7 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
 
 
-def test_two_processes_score_like_one_and_the_bicubic_baseline_is_cached(tmp_path):
+def test_two_processes_score_like_one_and_the_bicubic_baseline_is_cached(tmp_path, metric_weights):
     # 13 val faces: 6 for rank 0, 7 for rank 1. Batches of 1, so each face's SR is computed
     # alone in both runs (a conv's last bits can depend on what else is in its batch, and
     # rounding to 8 bits can turn that into a level); only the order of the sums differs.
@@ -87,7 +88,10 @@ def test_two_processes_score_like_one_and_the_bicubic_baseline_is_cached(tmp_pat
         out = tmp_path / f"scores-{processes}.json"
         result = _run(_evaluate_cmd("--checkpoint", run, "--data", data, "--split", "val",
                                     "--scale", 4, "--batch-size", 1, "--json", out,
-                                    "--loader-threads", 1, processes=processes))  # fmt: skip
+                                    "--loader-threads", 1, "--lpips", "--fid",
+                                    "--alexnet-weights", metric_weights["alexnet"],
+                                    "--inception-weights", metric_weights["inception"],
+                                    processes=processes))  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         results[processes] = json.loads(out.read_text())
         cached = "13 computed, 0 from" if processes == 2 else "0 computed, 13 from the cache"
@@ -96,8 +100,14 @@ def test_two_processes_score_like_one_and_the_bicubic_baseline_is_cached(tmp_pat
     assert one["images"] == two["images"] == 13
     assert one["images_per_rank"] == [13] and two["images_per_rank"] == [6, 7]
     for kind in ("sr", "bicubic"):
+        assert {"lpips", "fid"} <= set(one[kind])  # FID from statistics summed over ranks
         for name, value in one[kind].items():
-            assert abs(value - two[kind][name]) <= 1e-6, (kind, name, value, two[kind][name])
+            # FID: float64 sums in another order, then the square roots of the eigenvalues of
+            # a rank-12 2048x2048 product: rounding-level eigenvalues give about sqrt(1e-16)
+            tolerance = 1e-4 if name == "fid" else 1e-6
+            assert abs(value - two[kind][name]) <= tolerance, (kind, name, value, two[kind][name])
+    assert one["sr"]["lpips"] > one["bicubic"]["lpips"] > 0  # an untrained G is far worse
+    assert one["sr"]["fid"] > one["bicubic"]["fid"] > 0
     assert one["step"] == 7 and one["precision"] == "fp32" and one["split"] == "val"
     assert one["bicubic"]["psnr_y"] > one["sr"]["psnr_y"] + 3  # an untrained G is far worse
     cache = json.loads((data / "baselines" / "bicubic-val-x4.json").read_text())
@@ -114,6 +124,63 @@ def test_the_test_split_is_scored_by_the_command_with_a_table(shards_faces128, t
     assert lines[0].startswith("test split, 8 images, checkpoint ") and "(step 12)" in lines[0]
     assert lines[1].split() == ["PSNR-Y", "SSIM-Y", "PSNR-RGB", "SSIM-RGB"]
     assert lines[2].split()[0] == "SR" and lines[3].split()[0] == "bicubic"
+
+
+def test_an_image_folder_scores_like_lossless_shards_and_skips_bad_files(
+    small_root, tmp_path, metric_weights
+):
+    """--images DIR: HR read losslessly, LR made by the preprocessing's bicubic, so the scores
+    equal those of shards written with --codec png (HR and LR both lossless) of the same
+    faces; an unreadable file and an odd size are skipped and counted."""
+    data = make_shards(small_root, tmp_path / "data", codec="png")
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    loader = build_loader(
+        LoaderConfig(data=data, split="test", batch_size=8, shuffle=False, flip=False,
+                     drop_last=False, with_keys=True, backend="reference", threads=0),
+        ProcessPlace(),
+    )  # fmt: skip
+    for batch in loader:
+        for key, hr in zip(batch.keys, batch.hr, strict=True):
+            save_image((hr + 1) / 2, folder / f"{key}.png")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    save_image(torch.rand(3, 30, 30), folder / "odd.png")  # 30 is not a multiple of 4
+    checkpoint = _checkpoint(tmp_path / "run")
+    scores = {}
+    for source in (("--data", data, "--split", "test"), ("--images", folder)):
+        out = tmp_path / f"{source[0][2:]}.json"
+        result = _run(_evaluate_cmd("--checkpoint", checkpoint, *source, "--scale", 4,
+                                    "--json", out, "--loader-threads", 1, "--markdown",
+                                    "--alexnet-weights", metric_weights["alexnet"],
+                                    "--no-fid"))  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        scores[source[0]] = (json.loads(out.read_text()), result)
+    (shards, _), (images, result) = scores["--data"], scores["--images"]
+    assert images["images"] == shards["images"] == 8 and images["skipped"] == 2
+    assert "broken.jpg: skipped, not a readable image" in result.stderr
+    assert "odd.png: skipped, 30x30 is not a square whose side 4 divides" in result.stderr
+    for kind in ("sr", "bicubic"):
+        assert set(images[kind]) == set(shards[kind]) and "fid" not in images[kind]
+        for name, value in shards[kind].items():
+            assert images[kind][name] == pytest.approx(value, abs=1e-6), (kind, name)
+    table = result.stdout.strip().splitlines()[-4:]
+    assert table[0] == "| method | PSNR-Y | SSIM-Y | LPIPS |"
+    assert table[2].startswith(f"| bicubic | {images['bicubic']['psnr_y']:.2f} | ")
+    assert table[3].startswith("| SRResNet (this pipeline, step 7, raw weights) | ")
+
+
+def test_a_metric_asked_for_without_its_weights_is_a_one_line_error(
+    shards_faces128, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    checkpoint = _checkpoint(tmp_path / "run")
+    result = _run(_evaluate_cmd("--checkpoint", checkpoint, "--data", shards_faces128,
+                                "--scale", 4, "--fid"))  # fmt: skip
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()[-1]
+    cached = tmp_path / "torch/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth"
+    assert error.startswith(f"pipeline.evaluate: error: {cached}: inception weights")
+    assert "pipeline.weights fetch inception" in error
 
 
 def test_the_weight_average_is_scored_unless_the_raw_weights_are_asked_for(

@@ -176,13 +176,13 @@ def test_sample_missing_a_component(broken: Path):
     manifest = json.loads((broken / "manifest.json").read_text())
     entry = manifest["splits"]["val"]["shards"][0]
     with ShardWriter(broken / entry["tar"]) as writer:
-        writer.add("000001", {"hr.jpg": b"x", "x4.jpg": b"y", "x8.jpg": b"z"})
-        writer.add("000002", {"hr.jpg": b"x", "x8.jpg": b"z"})
+        writer.add("000001", {"hr.jpg": b"x", "x4.png": b"y", "x8.png": b"z"})
+        writer.add("000002", {"hr.jpg": b"x", "x8.png": b"z"})
         writer.close()
     entry.update(samples=2, bytes=(broken / entry["tar"]).stat().st_size)
     manifest["splits"]["val"]["samples"] = 2
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ShardError, match=r"val-000000\.tar: sample 1 \(000002\) has no x4\.jpg"):
+    with pytest.raises(ShardError, match=r"val-000000\.tar: sample 1 \(000002\) has no x4\.png"):
         loader(broken, split="val")
     assert open_split(broken, "val", 8).samples == 2  # the 8x run has what it needs
 

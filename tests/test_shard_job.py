@@ -40,8 +40,9 @@ def test_manifest_describes_the_output(seed_out: Path):
     assert manifest["preset"] == "seed" and manifest["synthetic"] is False
     assert (manifest["crop"], manifest["hr_size"], manifest["scales"]) == (144, 256, [4, 8])
     assert manifest["lr_sizes"] == {"4": 64, "8": 32}
-    assert (manifest["codec"], manifest["jpeg_quality"]) == ("jpeg", 95)
-    assert manifest["components"] == {"hr": "hr.jpg", "x4": "x4.jpg", "x8": "x8.jpg"}
+    assert (manifest["codec"], manifest["lr_codec"]) == ("jpeg", "png")
+    assert manifest["jpeg_quality"] == 95
+    assert manifest["components"] == {"hr": "hr.jpg", "x4": "x4.png", "x8": "x8.png"}
     assert {s: v["samples"] for s, v in manifest["splits"].items()} == {
         "train": 40,
         "val": 12,

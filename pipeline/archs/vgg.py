@@ -1,7 +1,8 @@
 """VGG19 feature maps for the content loss, with weights that never come from the network.
 
 Weights, in order: an explicit file (`--vgg-weights PATH`), torchvision's IMAGENET1K_V1 file
-already in the local torch hub cache, or - for tests and smoke runs only - explicitly random
+already in the local torch hub cache (`python -m pipeline.weights fetch vgg19` puts it there),
+or - for tests and smoke runs only - explicitly random
 weights (`--vgg-weights random`), which the trainer logs loudly. Anything else stops before
 training with a one-line error saying how to provide the weights.
 """
@@ -9,13 +10,13 @@ training with a one-line error saying how to provide the weights.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
+
+from pipeline.weights import WEIGHTS, WeightsMissing
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class VGGWeightsMissing(RuntimeError):
+class VGGWeightsMissing(WeightsMissing):
     """No VGG19 weights available offline; the message says how to provide them."""
 
 
@@ -46,8 +47,7 @@ LAYER_NAMES = _layer_names()
 
 def imagenet_weights_path() -> Path:
     """Where torchvision keeps the IMAGENET1K_V1 file (under $TORCH_HOME/hub/checkpoints)."""
-    filename = os.path.basename(VGG19_Weights.IMAGENET1K_V1.url)
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+    return WEIGHTS["vgg19"].cached_path()
 
 
 def _state_from_file(path: Path) -> dict[str, torch.Tensor]:
@@ -81,8 +81,8 @@ def load_vgg19_features(weights: str | None) -> nn.Sequential:
     if not weights and not path.is_file():
         raise VGGWeightsMissing(
             f"VGG19 ImageNet weights not found at {path}: copy torchvision's "
-            f"{path.name} there (from {VGG19_Weights.IMAGENET1K_V1.url}) or pass "
-            "--vgg-weights PATH"
+            f"{path.name} there (python -m pipeline.weights fetch vgg19, or from "
+            f"{WEIGHTS['vgg19'].url}) or pass --vgg-weights PATH"
         )
     state = _state_from_file(path)
     features.load_state_dict(
