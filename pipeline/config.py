@@ -87,6 +87,10 @@ class TrainConfig:
     # upscaling unless eval_weights is "raw"
     ema_decay: float = 0.999
     eval_weights: Literal["ema", "raw"] = "ema"
+    # pipeline/perceptual.py: LPIPS in every evaluation when its AlexNet weights are present
+    # ("auto"), required ("on") or never ("off"); the weights from a file or the torch hub cache
+    lpips: Literal["auto", "on", "off"] = "auto"
+    alexnet_weights: str | None = None
     grid_images: int = 8
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -126,6 +130,8 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
         if self.eval_weights not in ("ema", "raw"):
             raise ValueError(f"eval_weights must be ema or raw, got {self.eval_weights!r}")
+        if self.lpips not in ("auto", "on", "off"):
+            raise ValueError(f"lpips must be auto, on or off, got {self.lpips!r}")
         if self.dist_timeout <= 0:
             raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
 

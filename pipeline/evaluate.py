@@ -408,8 +408,8 @@ def main(argv: list[str] | None = None) -> int:
             raise CheckpointError(f"{path}: made for scale {made_for}, not {args.scale}")
         generator = generator_from(state, path, args.weights).to(device)
         _, weights = generator_weights(state["model"], args.weights)
-        lpips = load_lpips(args.lpips, args.alexnet_weights)
-        fid = load_fid(args.fid, args.inception_weights)
+        lpips = load_lpips(args.lpips, args.alexnet_weights, place)
+        fid = load_fid(args.fid, args.inception_weights, place)
         loader_cfg = LoaderConfig(data=args.data or Path(), split=args.split, scale=args.scale,
                                   batch_size=args.batch_size, backend=args.loader,
                                   threads=args.loader_threads)  # fmt: skip

@@ -16,22 +16,25 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from pipeline.distributed import ProcessPlace, gather_objects
 from pipeline.weights import WEIGHTS, WeightsMissing, load_state
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=nn.Module)
 
 MetricMode = Literal["auto", "on", "off"]
 MODES = ("auto", "on", "off")
 
 
-def _wanted(name: str, mode: str, explicit: str | None) -> Path | None:
-    """The weights file to load, None to leave the metric out (warned once), or an error."""
+def _wanted(name: str, mode: str, explicit: str | None, quiet: bool) -> Path | None:
+    """The weights file to load, None to leave the metric out (warned unless quiet), or an
+    error."""
     if mode not in MODES:
         raise ValueError(f"{name} must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "off":
@@ -42,7 +45,8 @@ def _wanted(name: str, mode: str, explicit: str | None) -> Path | None:
     except WeightsMissing as exc:
         if mode == "on" or explicit:
             raise
-        log.warning("%s left out of the evaluation: %s", name.upper(), exc)
+        if not quiet:
+            log.warning("%s left out of the evaluation: %s", name.upper(), exc)
         return None
 
 
@@ -128,11 +132,29 @@ def frechet_distance(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.n
     return float(result[KEY_METRIC_FID])
 
 
-def load_lpips(mode: str, weights: str | None) -> LPIPS | None:
-    path = _wanted("lpips", mode, weights)
-    return None if path is None else LPIPS(path)
+def _agreed(name: str, metric: M | None, place: ProcessPlace) -> M | None:
+    """Every rank scores its part of a split, so a metric is kept only if every rank has its
+    weights (the hub cache is per node): otherwise the mean would cover some images only."""
+    have = gather_objects(metric is not None)
+    if all(have):
+        return metric
+    if any(have) and place.is_main:
+        absent = [rank for rank, present in enumerate(have) if not present]
+        log.warning("%s left out of the evaluation: its weights are absent on rank(s) %s",
+                    name.upper(), ", ".join(map(str, absent)))  # fmt: skip
+    return None
 
 
-def load_fid(mode: str, weights: str | None) -> InceptionFeatures | None:
-    path = _wanted("fid", mode, weights)
-    return None if path is None else InceptionFeatures(path)
+def load_lpips(mode: str, weights: str | None, place: ProcessPlace | None = None) -> LPIPS | None:
+    """LPIPS on every rank or on none (one warning per run, from rank 0)."""
+    place = place or ProcessPlace()
+    path = _wanted("lpips", mode, weights, quiet=not place.is_main)
+    return _agreed("lpips", None if path is None else LPIPS(path), place)
+
+
+def load_fid(
+    mode: str, weights: str | None, place: ProcessPlace | None = None
+) -> InceptionFeatures | None:
+    place = place or ProcessPlace()
+    path = _wanted("fid", mode, weights, quiet=not place.is_main)
+    return _agreed("fid", None if path is None else InceptionFeatures(path), place)

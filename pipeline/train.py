@@ -28,7 +28,6 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from pipeline.archs import VGGWeightsMissing
 from pipeline.archs.vgg import describe_weights
 from pipeline.baseline import BicubicBaseline
 from pipeline.checkpoint import (
@@ -54,10 +53,12 @@ from pipeline.distributed import (
 )
 from pipeline.evaluate import evaluate
 from pipeline.meter import StepMeter
+from pipeline.perceptual import load_lpips
 from pipeline.schedule import learning_rate
 from pipeline.srgan import SRGANModel
 from pipeline.stopping import StopRequest, StopVote
 from pipeline.tracking import Tracker, resolve_tracking_uri
+from pipeline.weights import WeightsMissing
 from preprocess.pillow_check import warn_if_plain_pillow
 
 log = logging.getLogger("pipeline.train")
@@ -125,6 +126,14 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument(
         "--eval-precision", choices=["fp32", "bf16", "fp16"], help="SR while scoring [fp32]"
     )
+    p.add_argument(
+        "--lpips",
+        action="store_const",
+        const="on",
+        help="LPIPS in every evaluation, absent weights an error [auto: when present]",
+    )
+    p.add_argument("--no-lpips", dest="lpips", action="store_const", const="off")
+    p.add_argument("--alexnet-weights", help="LPIPS's AlexNet weights file [torch hub cache]")
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--keep-checkpoints", type=int)
     p.add_argument(
@@ -259,6 +268,8 @@ class Trainer:
         self.baseline = BicubicBaseline(
             self.val_shards, [cfg.data / "baselines", cfg.out / "baselines"], self.loader.decoder
         )
+        lpips = load_lpips(cfg.lpips, cfg.alexnet_weights, place)
+        self.lpips = lpips.to(device) if lpips is not None else None
 
     # -- starting points
 
@@ -426,22 +437,20 @@ class Trainer:
             grid_images=self.cfg.grid_images,
             shards=self.val_shards,
             baseline=self.baseline,
+            lpips=self.lpips,
         )
         if self.place.is_main:
             self.tracker.log_metrics(scores.metrics(), self.step)
             if grid.is_file():
                 self.tracker.log_artifact(grid, "samples", self.step)
+            sr, bicubic = scores.sr, scores.bicubic
+            lpips = f", LPIPS {sr['lpips']:.4f} ({bicubic['lpips']:.4f})" if "lpips" in sr else ""
             log.info(
-                "step %d: val PSNR-Y %.2f dB (bicubic %.2f), SSIM-Y %.4f (bicubic %.4f), "
+                "step %d: val PSNR-Y %.2f dB (bicubic %.2f), SSIM-Y %.4f (bicubic %.4f)%s, "
                 "%d images in %.1f s",
-                self.step,
-                scores.sr["psnr_y"],
-                scores.bicubic["psnr_y"],
-                scores.sr["ssim_y"],
-                scores.bicubic["ssim_y"],
-                scores.images,
-                scores.seconds,
-            )
+                self.step, sr["psnr_y"], bicubic["psnr_y"], sr["ssim_y"], bicubic["ssim_y"],
+                lpips, scores.images, scores.seconds,
+            )  # fmt: skip
 
     # -- the loop
 
@@ -538,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.out,
             )
         trainer.train(stop)
-    except (TrainingError, ShardError, VGGWeightsMissing, CheckpointError) as exc:
+    except (TrainingError, ShardError, WeightsMissing, CheckpointError) as exc:
         if trainer is not None:
             trainer.tracker.end("FAILED")
         where = f"[rank {place.rank}] " if place.world_size > 1 else ""

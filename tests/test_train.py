@@ -138,7 +138,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(shards_faces128
     assert two["gan"]["rounds_per_step"] == {"g": 1.0, "d": 1.0}
 
 
-def test_pretrain_loss_falls_and_mlflow_has_it_all(shards_faces128, tmp_path):
+def test_pretrain_loss_falls_and_mlflow_has_it_all(shards_faces128, tmp_path, metric_weights):
     db = tmp_path / "mlflow.db"
     out = tmp_path / "run"
     args = "--scale 4 --phase pretrain --steps 40 --lr 1e-3 --log-every 5 --eval-every 20"
@@ -146,7 +146,8 @@ def test_pretrain_loss_falls_and_mlflow_has_it_all(shards_faces128, tmp_path):
         "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1",
         "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING": "1",
     }
-    run_train(shards_faces128, out, db, *args.split(), "--checkpoint-every", "20", env=sampling)
+    run_train(shards_faces128, out, db, *args.split(), "--checkpoint-every", "20",
+              "--alexnet-weights", str(metric_weights["alexnet"]), env=sampling)  # fmt: skip
     (run,) = runs_in(db)
     store = client(db)
     assert run.info.run_name == "x4-pretrain" and run.info.status == "FINISHED"
@@ -166,6 +167,8 @@ def test_pretrain_loss_falls_and_mlflow_has_it_all(shards_faces128, tmp_path):
         "perf/data_wait_fraction",
         "lr",
         "val/sr_colour_shift",
+        "val/sr_lpips",  # the AlexNet weights were given, so LPIPS is in every evaluation
+        "val/bicubic_lpips",
     ):
         assert name in run.data.metrics, name
     assert any(k.startswith("system/") for k in run.data.metrics)
@@ -328,6 +331,20 @@ def test_missing_vgg_weights_stop_before_training(shards_faces128, tmp_path):
         .startswith("pipeline.train: error: VGG19 ImageNet weights not found at ")
     )
     assert "--vgg-weights PATH" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_lpips_asked_for_without_weights_stops_before_training(shards_faces128, tmp_path):
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch-home")}
+    cmd = train_cmd(shards_faces128, tmp_path / "run", tmp_path / "db.db", "--steps", "2",
+                    "--lpips")  # fmt: skip
+    result = subprocess.run(
+        cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"pipeline.train: error: {tmp_path}/torch-home/hub/checkpoints/"
+                            "alexnet-owt-7be5be79.pth: alexnet weights")  # fmt: skip
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
