@@ -11,6 +11,10 @@ from the same seed and the same batches, and prints the val Y-PSNR gain over bic
 200 val faces of the faces128 protocol) at each evaluation. Val only: the test split is for the
 final evaluation.
 
+The lr follows a warm-up and a cosine decay to 0 by default (`--schedule constant` for issue
+13's loop): at a constant 1e-3 the val gain of one net moves by a dB between evaluations
+(docs/RECIPE.md), which would drown the differences between nets.
+
 It is deliberately not the trainer: the trainer's data path is measured by bench/recipe.py;
 here only the network changes between rows.
 """
@@ -18,6 +22,7 @@ here only the network changes between rows.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -137,6 +142,7 @@ def train(variant: str, seed: int, data: dict[str, tuple[torch.Tensor, torch.Ten
     torch.manual_seed(seed)
     g = VARIANTS[variant]()
     optimizer = torch.optim.Adam(g.parameters(), lr=args.lr)
+    warmup = min(args.warmup_steps, args.steps)
     hr_train, lr_train = data["train"]
     batches = torch.Generator().manual_seed(1000 + seed)  # the same batches for every variant
     gains = {}
@@ -146,6 +152,11 @@ def train(variant: str, seed: int, data: dict[str, tuple[torch.Tensor, torch.Ten
         hr, lr = hr_train[index], lr_train[index]
         hr = torch.where(flip.view(-1, 1, 1, 1), hr.flip(-1), hr)
         lr = torch.where(flip.view(-1, 1, 1, 1), lr.flip(-1), lr)
+        if args.schedule == "cosine":
+            progress = max(step - warmup, 0) / max(args.steps - warmup, 1)
+            scale = min(step / warmup, 1.0) if warmup and step <= warmup else 1.0
+            for group in optimizer.param_groups:
+                group["lr"] = args.lr * scale * 0.5 * (1 + math.cos(math.pi * progress))
         loss = nn.functional.mse_loss(g(lr), hr * 2 - 1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -166,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-faces", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
+    parser.add_argument("--warmup-steps", type=int, default=30)
     args = parser.parse_args(argv)
     args.eval_at = {int(s) for s in args.eval_at.split(",")} | {args.steps}
     variants = args.variants.split(",")

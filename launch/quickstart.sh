@@ -31,13 +31,18 @@ srgan-preprocess shard --celeba-root "$celeba" --out "$shards" --preset "$preset
 srgan-preprocess verify "$shards"
 
 db="$out/mlflow.db"
+# What pretrained weights this machine has (`python -m pipeline.weights fetch` gets them).
+python -m pipeline.weights check | sed 's/^/quickstart: weights: /' || true
 vgg_args=""
 if [[ -n "${VGG_WEIGHTS:-}" ]]; then
     vgg_args="--vgg-weights $VGG_WEIGHTS"
-elif ! python -c "from pipeline.archs.vgg import imagenet_weights_path as p; assert p().is_file()" 2>/dev/null; then
+    echo "quickstart: the GAN phase uses the VGG19 weights in $VGG_WEIGHTS"
+elif python -c "from pipeline.weights import WEIGHTS as w; assert w['vgg19'].cached_path().is_file()" 2>/dev/null; then
+    echo "quickstart: the GAN phase uses the real VGG19 ImageNet weights of the torch hub cache"
+else
     echo "quickstart: NOTE: no VGG19 ImageNet weights on this machine, so the GAN phase runs"
     echo "quickstart: with RANDOM VGG weights (tagged vgg_weights=random in MLflow): it shows"
-    echo "quickstart: the pipeline working, not SRGAN quality. See README, 'VGG19 weights'."
+    echo "quickstart: the pipeline working, not SRGAN quality. See README, 'Pretrained weights'."
     vgg_args="--vgg-weights random"
 fi
 DATA="$shards" RUNS="$out" MLFLOW_TRACKING_URI="sqlite:///$(realpath "$db")" NPROC="${NPROC:-1}" \

@@ -43,6 +43,7 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
+    pixel: Literal["mse", "l1"] = "mse"  # the pretrain loss: the paper's MSE, or L1 (BasicSR)
     vgg_layer: str = "relu5_4"  # phi_5,4: VGG54
     vgg_rescale: float = 1.0 / 12.75
     adversarial_weight: float = 1e-3
@@ -130,6 +131,8 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
         if self.eval_weights not in ("ema", "raw"):
             raise ValueError(f"eval_weights must be ema or raw, got {self.eval_weights!r}")
+        if self.loss.pixel not in ("mse", "l1"):
+            raise ValueError(f"pixel loss must be mse or l1, got {self.loss.pixel!r}")
         if self.lpips not in ("auto", "on", "off"):
             raise ValueError(f"lpips must be auto, on or off, got {self.lpips!r}")
         if self.dist_timeout <= 0:

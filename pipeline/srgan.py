@@ -102,13 +102,14 @@ class SRGANModel:
     def _pretrain_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         with self.autocast():
             sr = self.g(lr)
-        loss = pixel_loss(sr, hr)
+        kind = self.cfg.loss.pixel
+        loss = pixel_loss(sr, hr, kind)
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt_g)
         self.scaler.update()
         self._average()
-        return {"loss/pixel_mse": loss.detach()}
+        return {f"loss/pixel_{kind}": loss.detach()}
 
     def _gan_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         assert self.d is not None and self.d_raw is not None and self.opt_d is not None

@@ -126,6 +126,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument(
         "--eval-precision", choices=["fp32", "bf16", "fp16"], help="SR while scoring [fp32]"
     )
+    p.add_argument("--pixel-loss", choices=["mse", "l1"], dest="loss.pixel",
+                   help="the pretrain loss [mse, the paper's]")  # fmt: skip
     p.add_argument(
         "--lpips",
         action="store_const",

@@ -20,6 +20,7 @@ from pipeline.config import ModelConfig, TrainConfig, load_config
 from pipeline.data import LoaderConfig, build_loader
 from pipeline.distributed import ProcessPlace
 from pipeline.srgan import SRGANModel
+from pipeline.train import parse_args
 
 
 @pytest.mark.parametrize("preset", ["seed", "faces128"])
@@ -69,6 +70,20 @@ def test_bf16_autocast_steps_on_cpu(shards_faces128):
             assert model.g(batch.lr).dtype == torch.bfloat16
         losses = model.train_step(batch.lr, batch.hr)
         assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
+
+
+def test_the_l1_pixel_loss_is_what_the_pretrain_step_minimises(shards_faces128):
+    loader = build_loader(LoaderConfig(data=shards_faces128, scale=4, batch_size=2), ProcessPlace())
+    batch = next(iter(loader))
+    cfg = parse_args(["--data", str(shards_faces128), "--pixel-loss", "l1", "--precision", "fp32",
+                      "--blocks", "1", "--channels", "8"])  # fmt: skip
+    model = SRGANModel(cfg, 128, torch.device("cpu"), world_size=1)
+    with torch.no_grad():
+        sr = model.g(batch.lr)
+    losses = model.train_step(batch.lr, batch.hr)
+    assert set(losses) == {"loss/pixel_l1"}
+    assert torch.allclose(losses["loss/pixel_l1"], (sr - batch.hr).abs().mean(), atol=1e-6)
+    assert not torch.allclose(losses["loss/pixel_l1"], ((sr - batch.hr) ** 2).mean())
 
 
 def test_config_file_then_flags(tmp_path: Path):
