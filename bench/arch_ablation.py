@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
-from pipeline.archs.srresnet import SRResNet  # noqa: E402
+from pipeline.archs.srresnet import SRResNet, icnr_  # noqa: E402
 from pipeline.metrics import psnr  # noqa: E402
 from preprocess.celeba import read_partition  # noqa: E402
 from preprocess.images import center_crop, resize_bicubic  # noqa: E402
@@ -52,12 +52,13 @@ def _reinit_upsample_default(g: SRResNet) -> None:
         stage.conv.reset_parameters()
 
 
-def _icnr_with_default_gain(g: SRResNet) -> None:
-    """ICNR, but its base kernel drawn like PyTorch's default (std 1/sqrt(3 fan_in)) rather
-    than kaiming_normal (std sqrt(2/fan_in), 2.45x larger)."""
+def _icnr_kaiming(g: SRResNet) -> None:
+    """ICNR with a kaiming_normal base kernel (std sqrt(2/fan_in)): the init issue 13 measured,
+    2.45x the scale of PyTorch's default that icnr_ now uses."""
     for stage in g.upsample:
         conv = stage.conv
-        base = nn.Conv2d(conv.in_channels, conv.out_channels // 4, 3).weight
+        base = torch.empty(conv.out_channels // 4, conv.in_channels, 3, 3)
+        nn.init.kaiming_normal_(base)
         with torch.no_grad():
             conv.weight.copy_(base.repeat_interleave(4, dim=0))
 
@@ -83,29 +84,24 @@ def _no_batchnorm(g: nn.Module) -> None:
                 setattr(module, child_name, conv)
 
 
-class _Tanh(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.net(x))
-
-
-def _build(changes: Callable[[SRResNet], None] | None = None, tanh: bool = False) -> nn.Module:
-    g = SRResNet(SCALE, 4, 32)
-    if changes is not None:
-        changes(g)
-    return _Tanh(g) if tanh else g
+def _issue13(*changes: Callable[[SRResNet], None], output: str = "linear") -> nn.Module:
+    """The net issue 13 measured (linear output, kaiming ICNR), then `changes`."""
+    g = SRResNet(SCALE, 4, 32, output=output)
+    _icnr_kaiming(g)
+    for change in changes:
+        change(g)
+    return g
 
 
+# One change each against issue 13's net, and the project's net as it is now.
 VARIANTS: dict[str, Callable[[], nn.Module]] = {
-    "project": lambda: _build(),
-    "tanh": lambda: _build(tanh=True),
-    "upsample-default-init": lambda: _build(_reinit_upsample_default),
-    "icnr-default-gain": lambda: _build(_icnr_with_default_gain),
-    "prelu-shared": lambda: _build(_shared_prelu),
-    "no-bn": lambda: _build(_no_batchnorm),
+    "issue13": lambda: _issue13(),
+    "tanh": lambda: _issue13(output="tanh"),
+    "upsample-default-init": lambda: _issue13(_reinit_upsample_default),
+    "icnr-default-gain": lambda: _issue13(lambda g: [icnr_(s.conv.weight, 2) for s in g.upsample]),
+    "prelu-shared": lambda: _issue13(_shared_prelu),
+    "no-bn": lambda: _issue13(_no_batchnorm),
+    "project": lambda: SRResNet(SCALE, 4, 32),  # tanh, ICNR at PyTorch's default scale
 }
 
 

@@ -92,7 +92,8 @@ def generator_from(state: dict[str, Any], path: Path, which: str = "ema") -> SRR
     try:
         config = state["config"]
         weights, _ = generator_weights(state["model"], which)
-        model = SRResNet(config["scale"], config["model"]["blocks"], config["model"]["channels"])
+        model = SRResNet(config["scale"], config["model"]["blocks"], config["model"]["channels"],
+                         config["model"].get("output", "linear"))  # fmt: skip
     except (KeyError, TypeError):
         raise CheckpointError(f"{path}: not a pipeline.train checkpoint (no generator)") from None
     model.load_state_dict(weights)

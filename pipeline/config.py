@@ -21,6 +21,7 @@ class ModelConfig:
     blocks: int = 16  # residual blocks B of the generator
     channels: int = 64  # generator width
     d_channels: int = 64  # discriminator width of its first conv
+    output: Literal["tanh", "linear"] = "tanh"  # G's last activation (pipeline/archs/srresnet.py)
 
 
 Schedule = Literal["cosine", "constant", "paper"]
@@ -131,6 +132,8 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
         if self.eval_weights not in ("ema", "raw"):
             raise ValueError(f"eval_weights must be ema or raw, got {self.eval_weights!r}")
+        if self.model.output not in ("tanh", "linear"):
+            raise ValueError(f"output must be tanh or linear, got {self.model.output!r}")
         if self.loss.pixel not in ("mse", "l1"):
             raise ValueError(f"pixel loss must be mse or l1, got {self.loss.pixel!r}")
         if self.lpips not in ("auto", "on", "off"):

@@ -47,7 +47,7 @@ class SRGANModel:
     ) -> None:
         self.cfg, self.device = cfg, device
         self.gan = cfg.phase == "gan"
-        g: nn.Module = SRResNet(cfg.scale, cfg.model.blocks, cfg.model.channels)
+        g: nn.Module = SRResNet(cfg.scale, cfg.model.blocks, cfg.model.channels, cfg.model.output)
         d: nn.Module | None = Discriminator(hr_size, cfg.model.d_channels) if self.gan else None
         if world_size > 1:  # batch statistics over the global batch, as one process would
             g = sync_batchnorm(g, device)

@@ -82,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--blocks", type=int, dest="model.blocks")
     p.add_argument("--channels", type=int, dest="model.channels")
     p.add_argument("--d-channels", type=int, dest="model.d_channels")
+    p.add_argument("--output", choices=["tanh", "linear"], dest="model.output",
+                   help="G's last activation [tanh; linear: the paper's figure]")  # fmt: skip
     p.add_argument("--out", type=Path, help="run folder: checkpoints, samples")
     p.add_argument(
         "--init", type=Path, help="checkpoint (or run folder: its newest) whose G starts this run"

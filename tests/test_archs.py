@@ -37,6 +37,28 @@ def test_icnr_start_has_no_checkerboard():
     assert out.std() > 0
 
 
+def test_icnr_kernel_has_pytorchs_default_scale_not_kaimings():
+    """A kaiming_normal base (std sqrt(2/fan_in) = 0.083 here) cost 0.37 dB in the calibration;
+    PyTorch's default draws std 1/sqrt(3 fan_in) = 0.034."""
+    torch.manual_seed(0)
+    weight = UpsampleStage(32).conv.weight
+    fan_in = 32 * 9
+    assert weight.std().item() == pytest.approx((3 * fan_in) ** -0.5, rel=0.05)
+
+
+def test_tanh_output_by_default_and_the_papers_linear_one_on_request():
+    torch.manual_seed(0)
+    lr = torch.rand(2, 3, 8, 8) * 50  # far outside [0, 1]: a linear head leaves [-1, 1]
+    tanh = SRResNet(4, blocks=1, channels=8)
+    linear = SRResNet(4, blocks=1, channels=8, output="linear")
+    linear.load_state_dict(tanh.state_dict())  # the same weights: only the head differs
+    assert tanh.output == "tanh" and tanh(lr).abs().max() <= 1
+    assert linear(lr).abs().max() > 1
+    assert torch.allclose(tanh(lr), torch.tanh(linear(lr)))
+    with pytest.raises(ValueError, match="output must be one of tanh, linear"):
+        SRResNet(4, output="sigmoid")
+
+
 def test_generator_rejects_odd_scales():
     with pytest.raises(ValueError, match="power of two"):
         SRResNet(3)
@@ -98,3 +120,18 @@ def test_vgg_stays_in_eval_mode():
     features = VGGFeatures("random", layer="relu1_2")
     features.train()
     assert not features.features.training
+
+
+def test_checkpoints_from_before_the_head_choice_load_with_the_linear_head(tmp_path):
+    from pipeline.checkpoint import generator_from
+    from pipeline.config import TrainConfig
+
+    cfg = TrainConfig(scale=4)
+    cfg.model.blocks, cfg.model.channels = 1, 8
+    weights = SRResNet(4, blocks=1, channels=8).state_dict()
+    old = cfg.to_dict()
+    del old["model"]["output"]  # what a checkpoint of an earlier version holds
+    loaded = generator_from({"config": old, "model": {"generator": weights}}, tmp_path / "a.pt")
+    assert loaded.output == "linear"
+    new = {"config": cfg.to_dict(), "model": {"generator": weights}}
+    assert generator_from(new, tmp_path / "b.pt").output == "tanh"
