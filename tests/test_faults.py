@@ -113,12 +113,14 @@ def test_a_hung_rank_times_out_with_its_name_and_the_restarted_job_finishes(
     shards_faces128, tmp_path
 ):
     out, db = tmp_path / "run", tmp_path / "mlflow.db"
+    # A spare restart, and the victim looked up after step 9: on a loaded machine a 10 s
+    # timeout can also fire at start-up, and the worker found before it would be a dead one.
     cmd = train_cmd(shards_faces128, out, db, *ARGS, "--resume", "auto", "--dist-timeout", "10",
-                    torchrun=2, restarts=1)  # fmt: skip
+                    torchrun=2, restarts=2)  # fmt: skip
     launcher = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
-    victim = _worker(launcher, rank=1)
     _wait_for_logged_step(out, 9, launcher)
+    victim = _worker(launcher, rank=1)
     os.kill(victim.pid, signal.SIGSTOP)  # alive but silent: no error reaches rank 0
     started = time.monotonic()
     _, stderr = launcher.communicate(timeout=600)
