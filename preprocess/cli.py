@@ -30,6 +30,9 @@ def main(verbose: bool) -> None:
     )
 
 
+CODECS = click.Choice(sorted(CODEC_EXTENSIONS))
+
+
 @main.command()
 @click.option(
     "--celeba-root",
@@ -50,14 +53,14 @@ def main(verbose: bool) -> None:
 @click.option("--hr-size", type=int, default=None, help="HR image side in pixels [preset].")
 @click.option(
     "--codec",
-    type=click.Choice(sorted(CODEC_EXTENSIONS)),
+    type=CODECS,
     default="jpeg",
     show_default=True,
     help="HR images: jpeg decodes on the GPU (nvJPEG); png is lossless.",
 )
 @click.option(
     "--lr-codec",
-    type=click.Choice(sorted(CODEC_EXTENSIONS)),
+    type=CODECS,
     default="png",
     show_default=True,
     help="LR images: png keeps the clean bicubic LR that papers start from.",
