@@ -153,8 +153,10 @@ def evaluate(
     sr_sums = torch.zeros(len(SR_SUMS) + 1, dtype=torch.float64, device=device)
     bicubic_sums = torch.zeros(len(SCORES), dtype=torch.float64)
     lpips_sums = torch.zeros(2, dtype=torch.float64, device=device)  # SR, bicubic
-    fid_sets = {name: SetStatistics(2048, device) for name in ("sr", "bicubic", "hr")}
-    fid_sets = fid_sets if fid is not None else {}
+    # 2048 + 2048^2 float64 sums per set (32 MiB): only when FID is asked for
+    fid_sets = {
+        name: SetStatistics(2048, device) for name in ("sr", "bicubic", "hr") if fid is not None
+    }
     fresh: dict[str, list[float]] = {}
     grid_rows: list[torch.Tensor] = []
     was_training = generator.training
@@ -212,11 +214,9 @@ def evaluate(
     if lpips is not None:
         sr["lpips"], bicubic["lpips"] = (lpips_sums.cpu() / count).tolist()
     if fid_sets:
-        hr_set = fid_sets["hr"].mean_and_covariance(fid_sets["hr"].sums)
-        for name, scores in (("sr", sr), ("bicubic", bicubic)):
-            statistics = fid_sets[name]
-            sr_set = statistics.mean_and_covariance(statistics.sums)
-            scores["fid"] = frechet_distance(sr_set, hr_set)
+        moments = {name: s.mean_and_covariance(s.sums) for name, s in fid_sets.items()}
+        sr["fid"] = frechet_distance(moments["sr"], moments["hr"])
+        bicubic["fid"] = frechet_distance(moments["bicubic"], moments["hr"])
     return Scores(
         split=cfg.split if images is None else images.name,
         images=int(totals[len(SR_SUMS)].item()),

@@ -140,8 +140,13 @@ class LocalSlurm:
 
     def start_requeued_now(self, job_id: str, timeout: float = 300) -> None:
         """Once the job is back in the queue, let it start at once: a requeued job waits until
-        its BeginTime (cred_expire, 15 s here; about 2 minutes on a default cluster)."""
+        its BeginTime (cred_expire, 15 s here; about 2 minutes on a default cluster).
+
+        Not within the second its old run's credential was revoked, though: slurmd compares
+        those times in whole seconds, and a new credential from that same second is refused
+        ("Killing non-startable batch JobId=2: Job credential revoked", seen once in CI)."""
         self.wait_job(job_id, timeout, states=("PENDING", "REQUEUED"))
+        time.sleep(2)
         self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
 
     def daemon_logs(self) -> str:
