@@ -4,7 +4,7 @@ PSNR and SSIM fall in the GAN phase by design; LPIPS (Zhang et al. 2018, AlexNet
 super-resolution papers report) and FID (Heusel et al. 2017) say whether the textures it adds
 look right. Packages: `lpips`, the authors' own implementation, whose linear heads ship inside
 the wheel; `torch-fidelity`'s InceptionV3, a port of the TensorFlow FID network that takes an
-explicit weights file (pytorch-fid can only download). The backbones come from
+explicit weights file (pytorch-fid takes no path, only its URL). The backbones come from
 pipeline.weights: an explicit path or the torch hub cache, never a download during a run.
 
 Modes: "auto" uses a metric when its weights are there and otherwise leaves it out with one
