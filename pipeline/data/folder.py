@@ -38,7 +38,8 @@ def image_files(folder: Path) -> list[Path]:
 
 
 class FolderImages:
-    """Iterable of `Batch` (lr in [0, 1], hr in [-1, 1], keys = file names) for one rank."""
+    """Iterable of `Batch` (lr in [0, 1], hr in [-1, 1], keys = file names, which key the
+    bicubic scores of a batch) for one rank."""
 
     backend = "folder"
     decoder = "pil-lossless"
@@ -74,7 +75,7 @@ class FolderImages:
         for path in self.files:
             pair = self._read(path)
             if pair is not None:
-                pending.append((path.stem, *pair))
+                pending.append((path.name, *pair))  # a.png and a.jpg: two keys
             same_size = all(p[2].shape == pending[0][2].shape for p in pending)
             if pending and (len(pending) == self.batch_size or not same_size):
                 *full, last = pending
