@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.journal import Journal, Record, load, read_run
+from pipeline.mlflow_model import log_generator
 
 log = logging.getLogger(__name__)
 
@@ -120,19 +121,23 @@ class Tracker:
             self._committed = max(self._committed, float(step))
             self._wake.notify()
 
-    def log_model(self, model: Any, name: str, input_example: Any) -> None:
-        """Log the generator as an MLflow PyTorch model (MLflow 3 traces it from the example);
-        if MLflow cannot take it now, `sync` logs the newest checkpoint's generator later."""
+    def log_model(
+        self, model: Any, name: str, registered_name: str, version_tags: dict[str, Any]
+    ) -> None:
+        """Log the generator as an MLflow model that takes any batch and image size, and
+        register it as a new version of `registered_name` (pipeline/mlflow_model.py); if MLflow
+        cannot take it now, `sync` logs the newest checkpoint's generator later."""
         if not self.enabled or self.journal is None:
             return
         if self.run_id is not None:
             try:
-                _log_model(model, name, input_example)
+                log_generator(model, name, registered_name, version_tags)
                 return
             except Exception as exc:  # noqa: BLE001
                 log.warning("MLflow: the model was not logged (%s); `sync` will log it",
                             _first_line(exc))  # fmt: skip
-        self._record({"kind": "model", "name": name})
+        self._record({"kind": "model", "name": name, "registered_name": registered_name,
+                      "version_tags": version_tags})  # fmt: skip
 
     def end(self, status: str) -> None:
         """Record the run's status, send what is left (waiting at most `end_timeout` s), close.
@@ -264,7 +269,7 @@ def send(client: Any, run_id: str, batch: list[Record], run_dir: Path | None = N
     elif kind == "model":
         if run_dir is None:
             raise RuntimeError("the model is logged by `sync`, from the run folder")
-        _log_newest_generator(client, run_id, run_dir, batch[0]["name"])
+        _log_newest_generator(client, run_id, run_dir, batch[0])
 
 
 # ---- MLflow calls --------------------------------------------------------------------------
@@ -304,29 +309,15 @@ def _artifacts(uri: str, experiment: str) -> str | None:
     return (database.parent / "mlartifacts" / experiment).as_uri()
 
 
-def _log_model(model: Any, name: str, input_example: Any) -> None:
-    import mlflow.pytorch
-    import torch
-
-    mlflow.pytorch.log_model(
-        model,
-        name=name,
-        input_example=input_example,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-    )
-
-
-def _log_newest_generator(client: Any, run_id: str, run_dir: Path, name: str) -> None:
-    import torch
-
+def _log_newest_generator(client: Any, run_id: str, run_dir: Path, record: Record) -> None:
     from pipeline.checkpoint import find_checkpoint, generator_from
 
     path, state = find_checkpoint(run_dir)
-    generator = generator_from(state, path)
-    side = 128 // generator.scale  # any size works: the example only shapes the signature
+    tags = {**record.get("version_tags", {}), "run_id": run_id, "step": state.get("step")}
     mlflow = _mlflow()
     with mlflow.start_run(run_id=run_id):
-        _log_model(generator, name, torch.zeros(1, 3, side, side).numpy())
+        log_generator(generator_from(state, path), record["name"],
+                      record.get("registered_name"), tags)  # fmt: skip
 
 
 def _first_line(exc: Exception) -> str:

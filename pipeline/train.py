@@ -12,6 +12,7 @@ preemption relies on this).
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import errno
 import logging
@@ -53,6 +54,7 @@ from pipeline.distributed import (
 )
 from pipeline.evaluate import evaluate
 from pipeline.meter import StepMeter
+from pipeline.mlflow_model import registry_name, version_tags
 from pipeline.perceptual import load_lpips
 from pipeline.schedule import learning_rate
 from pipeline.srgan import SRGANModel
@@ -427,8 +429,9 @@ class Trainer:
             }
         )
 
-    def run_eval(self) -> None:
-        """Every rank scores its part of the val split; rank 0 logs the means."""
+    def run_eval(self) -> dict[str, float]:
+        """Every rank scores its part of the val split; rank 0 logs the means (and returns
+        them; other ranks get {})."""
         self.doing = "an evaluation"
         grid = self.cfg.out / "samples" / f"step-{self.step:08d}.png"
         scores = evaluate(
@@ -455,6 +458,8 @@ class Trainer:
                 self.step, sr["psnr_y"], bicubic["psnr_y"], sr["ssim_y"], bicubic["ssim_y"],
                 lpips, scores.images, scores.seconds,
             )  # fmt: skip
+            return scores.metrics()
+        return {}
 
     # -- the loop
 
@@ -514,13 +519,12 @@ class Trainer:
             )
             self.tracker.end("KILLED")
             return outcome
-        self.run_eval()
+        final = self.run_eval()
         if self.place.is_main:
-            side = self.shards.lr_size
-            example = torch.zeros(1, 3, side, side).numpy()
             exported = self.model.eval_generator()
-            self.tracker.log_model(exported.cpu().eval(), "generator", example)
-            exported.to(self.device)
+            tags = version_tags(self.tracker.run_id, self.step, final)
+            self.tracker.log_model(copy.deepcopy(exported).cpu(), "generator",
+                                   registry_name(cfg.scale), tags)  # fmt: skip
         self.tracker.end("FINISHED")
         return outcome
 

@@ -1,89 +1,218 @@
-"""Super-resolve every image in a folder with a trained checkpoint.
+"""Super-resolve images with a trained generator.
 
-    python -m pipeline.upscale --checkpoint CKPT --input DIR --output DIR
+    srgan-upscale --checkpoint CKPT|RUN_DIR|MODEL_URI --input FILE|DIR --output FILE|DIR
+    python -m pipeline.upscale ...
 
-The scale and the network size come from the checkpoint. Each image is fed as it is (its
-whole frame is the LR image); outputs are PNGs with the same names. Files that are not
-images are skipped with a warning; outputs are written atomically.
+Each image is fed as it is (its whole frame is the LR image). Images of the same size go
+through the network in batches; `--tile N` bounds memory for large photos. The output format
+follows the extension (`--output out.jpg`, or `--format` for a folder). Unreadable files are
+skipped with a warning and counted; the exit status is 0 when every image was written, 3 when
+some were skipped, 1 or 2 on an error. Outputs are written atomically.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
+from collections import defaultdict
 from pathlib import Path
 
+import click
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from pipeline.archs import SRResNet
-from pipeline.checkpoint import CheckpointError, find_checkpoint, generator_from
+from pipeline.checkpoint import CheckpointError
+from pipeline.click_main import InputError, run_command
+from pipeline.inference import PRECISIONS, Generator, load_generator, resolve_precision
+from pipeline.inference import super_resolve as run_generator
 from preprocess.atomic import tmp_path
 
 log = logging.getLogger("pipeline.upscale")
+PARTIAL = 3  # exit status: done, but some inputs were skipped
+SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
 
 
-def load_generator(path: Path, device: torch.device, which: str = "ema") -> SRResNet:
-    """The generator of a checkpoint file or of a run folder's newest checkpoint."""
-    found, state = find_checkpoint(path)
-    return generator_from(state, found, which).to(device)
+def output_format(path: Path) -> str:
+    """PIL's format name for the extension of `path`; one-line error for an unknown one."""
+    known = Image.registered_extensions()
+    if path.suffix.lower() not in known:
+        raise click.BadParameter(f"{path}: unknown image extension {path.suffix!r}")
+    return known[path.suffix.lower()]
 
 
-@torch.no_grad()
-def upscale_image(model: SRResNet, image: Image.Image, device: torch.device) -> Image.Image:
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    lr = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).to(device)
-    sr = model(lr).clamp(-1, 1).add(1).mul(127.5).round().byte()
-    return Image.fromarray(sr[0].permute(1, 2, 0).cpu().numpy())
+def plan_outputs(source: Path, target: Path, fmt: str) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: a file to a file (or into a folder), a folder's files into a
+    folder, named by the input's stem and `fmt`'s extension."""
+    if source.is_file():
+        if target.suffix and not target.is_dir():
+            return [(source, target)]
+        return [(source, target / f"{source.stem}.{fmt}")]
+    if not source.is_dir():
+        raise click.BadParameter(f"{source}: no such file or folder", param_hint="--input")
+    if target.suffix and not target.is_dir():
+        raise click.BadParameter(f"{target}: a folder of inputs needs an output folder",
+                                 param_hint="--output")  # fmt: skip
+    return [(p, target / f"{p.stem}.{fmt}") for p in sorted(source.iterdir()) if p.is_file()]
+
+
+def read_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the header, or None (with a warning) for an unreadable file."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError) as exc:
+        log.warning("skipped %s: not a readable image (%s)", path, exc)
+        return None
+
+
+def load_rgb(path: Path) -> np.ndarray | None:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:  # a header that reads, pixels that don't
+        log.warning("skipped %s: not a readable image (%s)", path, exc)
+        return None
+
+
+def batches(
+    pairs: list[tuple[Path, Path]], batch_size: int
+) -> tuple[list[list[tuple[Path, Path]]], int]:
+    """Same-size inputs grouped in batches of at most `batch_size`; and how many files were
+    unreadable."""
+    by_size: dict[tuple[int, int], list[tuple[Path, Path]]] = defaultdict(list)
+    unreadable = 0
+    for pair in pairs:
+        size = read_size(pair[0])
+        if size is None:
+            unreadable += 1
+        else:
+            by_size[size].append(pair)
+    groups = [g[i : i + batch_size] for g in by_size.values() for i in range(0, len(g), batch_size)]
+    return groups, unreadable
+
+
+def save(image: np.ndarray, target: Path) -> None:
+    fmt = output_format(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path(target)
+    Image.fromarray(image).save(tmp, format=fmt, **SAVE_OPTIONS.get(fmt, {}))
+    tmp.replace(target)
+
+
+def upscale_files(
+    generator: Generator,
+    pairs: list[tuple[Path, Path]],
+    device: torch.device,
+    batch_size: int = 8,
+    tile: int = 0,
+    overlap: int = 16,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[int, int]:
+    """Write the SR image of every readable input; returns (written, skipped)."""
+    groups, skipped = batches(pairs, batch_size)
+    written = 0
+    with tqdm(total=len(pairs) - skipped, unit="img", desc=f"x{generator.scale}") as bar:
+        for group in groups:
+            loaded = [(pair, load_rgb(pair[0])) for pair in group]
+            ready = [(pair, pixels) for pair, pixels in loaded if pixels is not None]
+            skipped += len(loaded) - len(ready)
+            if ready:
+                stack = np.stack([pixels for _, pixels in ready])
+                lr = torch.from_numpy(stack).to(device).permute(0, 3, 1, 2).float() / 255.0
+                sr = run_generator(generator, lr, tile, overlap, dtype).permute(0, 2, 3, 1)
+                for ((_, target), _), image in zip(ready, sr.cpu().numpy(), strict=True):
+                    save(image, target)
+                written += len(ready)
+            bar.update(len(group))
+    return written, skipped
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+    epilog="Exit status: 0 all written, 3 some inputs skipped, 1/2 an error.",
+)
+@click.option(
+    "--checkpoint",
+    required=True,
+    help="a checkpoint file, a run folder (its newest checkpoint), or an MLflow model "
+    "URI: models:/srgan-celeba-x4/latest, runs:/RUN_ID/generator",
+)
+@click.option(
+    "--input",
+    "source",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="an image, or a folder of images",
+)
+@click.option(
+    "--output",
+    "target",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="a file (its extension picks the format) or a folder",
+)
+@click.option(
+    "--format",
+    "fmt",
+    default="png",
+    help="the extension of outputs written into a folder (png, jpg, webp, tiff, ...)",
+)
+@click.option(
+    "--weights",
+    type=click.Choice(["ema", "raw"]),
+    default="ema",
+    help="a checkpoint's weight average if it has one, or its raw weights",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=8, help="same-size images per forward pass"
+)
+@click.option(
+    "--tile",
+    type=click.IntRange(min=0),
+    default=0,
+    help="run tiles of at most N x N LR pixels (0: whole images)",
+)
+@click.option(
+    "--tile-overlap",
+    type=click.IntRange(min=0),
+    default=16,
+    help="LR pixels of context around each tile, cut away after (no seams)",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    help="auto: bf16 (or fp16) on GPUs, fp32 on the CPU",
+)
+@click.option("--device", default=None, help="cuda, cuda:1, cpu  [default: cuda if there is one]")
+def cli(checkpoint: str, source: Path, target: Path, fmt: str, weights: str, batch_size: int,
+        tile: int, tile_overlap: int, precision: str, device: str | None) -> None:  # fmt: skip
+    """Super-resolve an image or a folder of images with a trained generator."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    output_format(Path(f"x.{fmt}"))
+    pairs = plan_outputs(source, target, fmt)
+    for _, out in pairs[:1]:
+        output_format(out)
+    place = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        generator = load_generator(checkpoint, place, weights)
+    except CheckpointError as exc:
+        raise InputError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - MLflow's errors, one line
+        raise InputError(f"{checkpoint}: {str(exc).splitlines()[0]}") from None
+    dtype = resolve_precision(precision, place)
+    written, skipped = upscale_files(generator, pairs, place, batch_size, tile, tile_overlap,
+                                     dtype)  # fmt: skip
+    click.echo(f"pipeline.upscale: {written} images upscaled x{generator.scale} to {target}, "
+               f"{skipped} skipped")  # fmt: skip
+    if skipped:
+        raise click.exceptions.Exit(PARTIAL)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.upscale", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--input", type=Path, required=True, help="folder of LR images")
-    parser.add_argument("--output", type=Path, required=True, help="folder for the PNGs")
-    parser.add_argument(
-        "--weights", choices=["ema", "raw"], default="ema",
-        help="G's weight average if the checkpoint has one, or raw [ema]",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not args.input.is_dir():
-        print(f"pipeline.upscale: error: {args.input}: input folder not found", file=sys.stderr)
-        return 2
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        model = load_generator(args.checkpoint, device, args.weights)
-    except CheckpointError as exc:
-        print(f"pipeline.upscale: error: {exc}", file=sys.stderr)
-        return 2
-    args.output.mkdir(parents=True, exist_ok=True)
-    files = sorted(p for p in args.input.iterdir() if p.is_file())
-    written = skipped = 0
-    for path in tqdm(files, unit="img", desc=f"x{model.scale}"):
-        try:
-            with Image.open(path) as image:
-                image.load()
-                result = upscale_image(model, image, device)
-        except (UnidentifiedImageError, OSError) as exc:
-            log.warning("skipped %s: not a readable image (%s)", path, exc)
-            skipped += 1
-            continue
-        target = args.output / f"{path.stem}.png"
-        tmp = tmp_path(target)
-        result.save(tmp, format="PNG")
-        tmp.replace(target)
-        written += 1
-    print(
-        f"pipeline.upscale: {written} images upscaled x{model.scale} to {args.output}, "
-        f"{skipped} skipped"
-    )
-    return 0
+    return run_command(cli, argv, "pipeline.upscale")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ import mlflow
 import pytest
 
 from pipeline import tracking
+from pipeline.archs import SRResNet
+from pipeline.checkpoint import save_checkpoint
+from pipeline.config import ModelConfig, TrainConfig
 from pipeline.tracking import Tracker
 
 
@@ -152,14 +155,21 @@ def test_a_run_started_while_the_server_was_down_is_made_by_sync(tmp_path, caplo
     assert any("failed at the start" in r.getMessage() for r in caplog.records)
     tracker.log_params({"lr": 1e-3})
     tracker.log_metrics({"loss": 1.0}, 1)
+    cfg = TrainConfig(scale=4, model=ModelConfig(blocks=1, channels=4))
+    generator = SRResNet(4, blocks=1, channels=4)
+    state = {"step": 1, "config": cfg.to_dict(), "model": {"generator": generator.state_dict()}}
+    save_checkpoint(tmp_path / "run" / "checkpoints", 1, state, keep=1)
+    tracker.log_model(generator, "generator", "srgan-celeba-x4", {"val_psnr_y": "30.0000"})
     tracker.end("FINISHED")
     uri = _uri(tmp_path)
     assert tracking.main(["sync", str(tmp_path / "run"), "--tracking-uri", uri]) == 0
-    assert "3 records sent" in capsys.readouterr().out  # params, metrics, end
+    assert "4 records sent" in capsys.readouterr().out  # params, metrics, model, end
     client = mlflow.MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("tracking-test").experiment_id])
     assert run.data.params == {"lr": "0.001"} and run.info.status == "FINISHED"
     assert _history(uri, run.info.run_id) == [(1, 1.0)]
+    version = client.get_model_version("srgan-celeba-x4", "1")  # logged and registered by sync
+    assert version.tags == {"run_id": run.info.run_id, "step": "1", "val_psnr_y": "30.0000"}
     assert tracking.main(["sync", str(tmp_path / "run")]) == 0  # again: nothing twice
     assert _history(uri, run.info.run_id) == [(1, 1.0)]
 

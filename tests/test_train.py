@@ -199,6 +199,11 @@ def test_pretrain_loss_falls_and_mlflow_has_it_all(shards_faces128, tmp_path, me
     models = store.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert [m.name for m in models] == ["generator"]
     assert str(models[0].status).endswith("READY")
+    version = store.get_model_version("srgan-celeba-x4", "1")  # the registry has it, tagged
+    assert version.run_id == run.info.run_id and version.tags["step"] == "40"
+    final = run.data.metrics
+    for name in ("psnr_y", "ssim_y", "lpips"):
+        assert float(version.tags[f"val_{name}"]) == pytest.approx(final[f"val/sr_{name}"], 1e-3)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
         "step-00000020.pt",
         "step-00000040.pt",

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from conftest import shared_celeba
 from PIL import Image
@@ -11,67 +13,109 @@ from pipeline import upscale
 from pipeline.archs import SRResNet
 from pipeline.checkpoint import save_checkpoint
 from pipeline.config import ModelConfig, TrainConfig
+from pipeline.inference import Generator, super_resolve
 
 
-def test_upscale_a_folder_with_the_checkpoints_scale(tmp_path, caplog):
+def _checkpoint(folder: Path, scale: int = 8, blocks: int = 1, channels: int = 8) -> tuple:
     torch.manual_seed(0)
-    cfg = TrainConfig(scale=8, model=ModelConfig(blocks=1, channels=8))
-    generator = SRResNet(8, blocks=1, channels=8).eval()
-    checkpoint = save_checkpoint(
-        tmp_path / "ckpt",
-        5,
-        {"config": cfg.to_dict(), "model": {"generator": generator.state_dict()}},
-        keep=1,
+    cfg = TrainConfig(scale=scale, model=ModelConfig(blocks=blocks, channels=channels))
+    generator = SRResNet(scale, blocks=blocks, channels=channels).eval()
+    path = save_checkpoint(
+        folder, 5, {"config": cfg.to_dict(), "model": {"generator": generator.state_dict()}}, 1
     )
+    return path, generator
+
+
+def _expected(generator: SRResNet, image: Path) -> np.ndarray:
+    lr = torch.from_numpy(np.asarray(Image.open(image), dtype=np.float32) / 255)
+    with torch.no_grad():
+        sr = generator(lr.permute(2, 0, 1)[None]).clamp(-1, 1).add(1).mul(127.5).round()
+    return sr.byte()[0].permute(1, 2, 0).numpy()
+
+
+def _run(*args: object) -> int:
+    return upscale.main([str(a) for a in args])
+
+
+def test_upscale_a_folder_with_the_checkpoints_scale(tmp_path, caplog, capsys):
+    checkpoint, generator = _checkpoint(tmp_path / "ckpt")
     source = tmp_path / "in"
     source.mkdir()
-    faces = sorted((shared_celeba() / "img_align_celeba").iterdir())[:2]
-    for face in faces:
-        Image.open(face).resize((20, 24)).save(source / f"{face.stem}.jpg")
+    faces = sorted((shared_celeba() / "img_align_celeba").iterdir())[:3]
+    for face, size in zip(faces, [(20, 24), (20, 24), (18, 14)], strict=True):
+        Image.open(face).resize(size).save(source / f"{face.stem}.png")
     (source / "notes.txt").write_text("not an image")
 
     with caplog.at_level(logging.WARNING):
-        assert (
-            upscale.main(
-                [
-                    "--checkpoint",
-                    str(checkpoint),
-                    "--input",
-                    str(source),
-                    "--output",
-                    str(tmp_path / "out"),
-                ]
-            )
-            == 0
-        )
+        code = _run("--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out",
+                    "--batch-size", 2)  # fmt: skip
+    assert code == upscale.PARTIAL  # one input skipped: the status says so
+    assert "3 images upscaled x8" in capsys.readouterr().out.replace(", 1 skipped", "")
     outputs = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert outputs == [f"{f.stem}.png" for f in faces]
     assert any(
         "skipped" in r.getMessage() and "notes.txt" in r.getMessage() for r in caplog.records
     )
-    image = Image.open(tmp_path / "out" / outputs[0])
-    assert image.size == (160, 192) and image.mode == "RGB"
-    lr = torch.from_numpy(
-        np.asarray(Image.open(source / f"{faces[0].stem}.jpg"), dtype=np.float32) / 255
-    ).permute(2, 0, 1)[None]
-    with torch.no_grad():
-        expected = generator(lr).clamp(-1, 1).add(1).mul(127.5).round().byte()[0]
-    assert np.array_equal(np.asarray(image), expected.permute(1, 2, 0).numpy())
+    for face in faces:  # two sizes, one batch of two and one of one: each as if alone
+        image = Image.open(tmp_path / "out" / f"{face.stem}.png")
+        lr_size = Image.open(source / f"{face.stem}.png").size
+        assert image.size == (lr_size[0] * 8, lr_size[1] * 8) and image.mode == "RGB"
+        difference = np.abs(
+            np.asarray(image, np.int16) - _expected(generator, source / f"{face.stem}.png")
+        )
+        assert difference.max() <= 1
 
 
-def test_not_a_checkpoint_is_a_clear_error(tmp_path, capsys):
+def test_a_single_file_in_the_format_of_its_extension_and_exit_0(tmp_path, capsys):
+    checkpoint, _ = _checkpoint(tmp_path / "ckpt", scale=4)
+    face = sorted((shared_celeba() / "img_align_celeba").iterdir())[0]
+    source = tmp_path / "face.png"
+    Image.open(face).resize((16, 20)).save(source)
+    assert _run("--checkpoint", tmp_path / "ckpt", "--input", source,
+                "--output", tmp_path / "big.jpg") == 0  # fmt: skip
+    with Image.open(tmp_path / "big.jpg") as out:
+        assert out.format == "JPEG" and out.size == (64, 80)
+    assert _run("--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "x.nope") == 2
+    assert "unknown image extension '.nope'" in capsys.readouterr().err
+
+
+def test_tiles_match_the_whole_image_within_one_grey_level():
+    torch.manual_seed(0)
+    model = SRResNet(4, blocks=3, channels=8).eval()
+    generator = Generator(model, 4, "test")
+    lr = torch.rand(1, 3, 200, 300)
+    lr = torch.nn.functional.avg_pool2d(lr, 3, 1, 1)  # some structure, not only noise
+    whole = super_resolve(generator, lr).to(torch.int16)
+    tiled = super_resolve(generator, lr, tile=64, overlap=16).to(torch.int16)
+    assert (tiled - whole).abs().max() <= 1
+    seams = super_resolve(generator, lr, tile=64, overlap=0).to(torch.int16)
+    assert (seams - whole).abs().max() > 1  # without the overlap the tiles' borders show
+
+
+def test_bf16_stays_close_to_fp32(tmp_path):
+    torch.manual_seed(0)
+    generator = Generator(SRResNet(4, blocks=2, channels=16).eval(), 4, "test")
+    lr = torch.rand(2, 3, 24, 24)
+    fp32 = super_resolve(generator, lr).float()
+    bf16 = super_resolve(generator, lr, dtype=torch.bfloat16).float()
+    assert not torch.equal(fp32, bf16)  # the autocast did run in bf16
+    assert (fp32 - bf16).abs().mean() < 2.0
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        ("bad", "bad.pt: not a pipeline.train checkpoint"),
+        ("missing", "missing.pt: checkpoint not found"),
+    ],
+)
+def test_a_bad_checkpoint_is_one_clear_line(tmp_path, capsys, make, error):
     bad = tmp_path / "bad.pt"
     torch.save({"weights": 1}, bad)
     (tmp_path / "in").mkdir()
-    code = upscale.main(
-        [
-            "--checkpoint",
-            str(bad),
-            "--input",
-            str(tmp_path / "in"),
-            "--output",
-            str(tmp_path / "out"),
-        ]
-    )
+    checkpoint = {"bad": bad, "missing": tmp_path / "missing.pt"}[make]
+    code = _run("--checkpoint", checkpoint, "--input", tmp_path / "in", "--output", tmp_path / "o")
     assert code == 2
-    assert "bad.pt: not a pipeline.train checkpoint" in capsys.readouterr().err
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("pipeline.upscale: error: "), errors
+    assert error in errors[0]

@@ -1,0 +1,90 @@
+"""The generator as an MLflow model: logged so that it takes any batch and any image size,
+registered as `srgan-celeba-x<scale>`, and loaded back from a `models:/` or `runs:/` URI.
+
+MLflow 3 saves PyTorch models with `torch.export` and makes dynamic only the dimensions that
+the signature leaves open (-1) AND that the input example does not pin: a batch of 1 or a
+fixed-size example gives a program that accepts nothing else (`Guard failed: lr.size()[0] ==
+1`). So the signature opens batch, height and width, and the example is a batch of 2 at a size
+above 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+REGISTRY_PREFIX = "srgan-celeba-x"
+# (N, 3, H, W) in [0, 1] -> (N, 3, scale*H, scale*W) in [-1, 1]
+OPEN_SHAPE = (-1, 3, -1, -1)
+EXAMPLE_SIDE = 8  # any size above 1 keeps H and W dynamic; small keeps logging quick
+
+
+def registry_name(scale: int) -> str:
+    return f"{REGISTRY_PREFIX}{scale}"
+
+
+def signature() -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    def spec() -> Schema:
+        return Schema([TensorSpec(np.dtype(np.float32), OPEN_SHAPE)])
+
+    return ModelSignature(inputs=spec(), outputs=spec())
+
+
+def log_generator(
+    generator: nn.Module,
+    name: str,
+    registered_name: str | None = None,
+    version_tags: dict[str, Any] | None = None,
+) -> Any:
+    """Log `generator` (eval mode, on the CPU) into the active MLflow run; with
+    `registered_name`, also as a new version of that registered model, tagged. Returns
+    MLflow's ModelInfo."""
+    import mlflow.pytorch
+
+    example = np.zeros((2, 3, EXAMPLE_SIDE, EXAMPLE_SIDE), dtype=np.float32)
+    info = mlflow.pytorch.log_model(
+        generator.cpu().eval(),
+        name=name,
+        signature=signature(),
+        input_example=example,
+        registered_model_name=registered_name,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+    )
+    if registered_name is not None and version_tags:
+        client = mlflow.MlflowClient()
+        for key, value in version_tags.items():
+            client.set_model_version_tag(
+                registered_name, str(info.registered_model_version), key, str(value)
+            )
+    return info
+
+
+def version_tags(run_id: str | None, step: int, val: dict[str, float]) -> dict[str, Any]:
+    """What a registry user compares versions by: where the weights came from and their val
+    scores (`val/sr_psnr_y` -> `val_psnr_y`; LPIPS only where it was measured)."""
+    tags: dict[str, Any] = {"run_id": run_id, "step": step}
+    for metric in ("psnr_y", "ssim_y", "lpips"):
+        if f"val/sr_{metric}" in val:
+            tags[f"val_{metric}"] = f"{val[f'val/sr_{metric}']:.4f}"
+    return {k: v for k, v in tags.items() if v is not None}
+
+
+def is_model_uri(text: str) -> bool:
+    return text.startswith(("models:/", "runs:/"))
+
+
+def load_generator_uri(uri: str, device: torch.device) -> tuple[nn.Module, int]:
+    """The generator logged at `uri` (a `torch.export` program's module) and its scale, measured
+    from the output size of a tiny input, since the exported graph keeps no attributes."""
+    import mlflow.pytorch
+
+    model = mlflow.pytorch.load_model(uri).to(device)
+    with torch.no_grad():
+        probe = model(torch.zeros(1, 3, 4, 4, device=device))
+    return model, probe.shape[-1] // 4
