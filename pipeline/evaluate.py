@@ -26,9 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torchvision.utils import save_image
 
 from pipeline.baseline import SCORES, BicubicBaseline
 from pipeline.checkpoint import (
@@ -63,9 +61,10 @@ from pipeline.perceptual import (
     load_fid,
     load_lpips,
 )
+from pipeline.sample_grid import SampleGrid
 from pipeline.srgan import autocast
 from pipeline.weights import WeightsMissing
-from preprocess.atomic import tmp_path, write_json
+from preprocess.atomic import write_json
 
 log = logging.getLogger("pipeline.evaluate")
 
@@ -158,7 +157,7 @@ def evaluate(
         name: SetStatistics(2048, device) for name in ("sr", "bicubic", "hr") if fid is not None
     }
     fresh: dict[str, list[float]] = {}
-    grid_rows: list[torch.Tensor] = []
+    grid = SampleGrid(grid_images, cfg.scale)
     was_training = generator.training
     generator.eval()
     try:
@@ -186,7 +185,7 @@ def evaluate(
                     for name, pixels in (("sr", sr01), ("bicubic", bicubic01), ("hr", hr01)):
                         fid_sets[name].add(fid(pixels))
             if place.is_main and grid_path is not None:
-                _grid_rows(grid_rows, grid_images, batch.lr, sr01, hr01, cfg.scale)
+                grid.add(batch.lr, sr01, hr01)
     finally:
         if was_training:
             generator.train()
@@ -204,8 +203,8 @@ def evaluate(
         log.info("bicubic baseline: %d computed, %d from the cache",
                  computed, int(totals[len(SR_SUMS)].item()) - computed)  # fmt: skip
         baseline.save()
-        if grid_path is not None and grid_rows:
-            _write_grid(grid_path, grid_rows)
+        if grid_path is not None:
+            grid.write(grid_path)
     count = max(int(totals[len(SR_SUMS)].item()), 1)
     sr_means = totals[: len(SR_SUMS)] / count
     bicubic_means = totals[len(SR_SUMS) + 1 :] / count
@@ -264,37 +263,6 @@ def _bicubic_scores(
             fresh[keys[i]] = values
     per_image = [baseline.get(key) or fresh[key] for key in keys]
     return torch.tensor(per_image, dtype=torch.float64).sum(dim=0)
-
-
-def _grid_rows(
-    rows: list[torch.Tensor],
-    wanted: int,
-    lr: torch.Tensor,
-    sr01: torch.Tensor,
-    hr01: torch.Tensor,
-    scale: int,
-) -> None:
-    """LR (nearest) | bicubic | SR | HR of the first `wanted` faces."""
-    take = min(wanted - len(rows), lr.shape[0])
-    if take <= 0:
-        return
-    lr = lr[:take].float().cpu()
-    nearest = F.interpolate(lr, scale_factor=scale, mode="nearest")
-    bicubic = bicubic_upscale(lr, scale)
-    for i in range(take):
-        rows.append(torch.stack([nearest[i], bicubic[i], sr01[i].cpu(), hr01[i].cpu()]))
-
-
-def _write_grid(path: Path, rows: list[torch.Tensor]) -> None:
-    """A sample image is not worth a crash: a full disk leaves a warning and no file."""
-    tmp = tmp_path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(torch.cat(rows), tmp, nrow=4, padding=2, format="png")
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        log.warning("%s: sample grid not written (%s)", path, exc.strerror or exc)
 
 
 # ---- the command ---------------------------------------------------------------------------
