@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # MLflow's log_batch takes at most 1000 metrics and 100 params per call.
 METRICS_PER_BATCH, PARAMS_PER_BATCH = 1000, 100
+# MLflow 3's UI shows an experiment of this kind as model training (runs, metrics, charts)
+# rather than as a GenAI app (traces, evaluations)
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 EVERYTHING = float("inf")
 
 
@@ -288,7 +291,8 @@ def _start_run(
     mlflow.set_tracking_uri(uri)
     if run_id is None:
         if mlflow.get_experiment_by_name(experiment) is None:
-            mlflow.create_experiment(experiment, artifact_location=_artifacts(uri, experiment))
+            mlflow.create_experiment(experiment, artifact_location=_artifacts(uri, experiment),
+                                     tags=EXPERIMENT_TAGS)  # fmt: skip
         mlflow.set_experiment(experiment)
     run = mlflow.start_run(
         run_id=run_id,
@@ -356,7 +360,9 @@ def sync(run_dir: Path, uri: str | None = None) -> int:
             experiment.experiment_id
             if experiment is not None
             else client.create_experiment(
-                info["experiment"], artifact_location=_artifacts(uri, info["experiment"])
+                info["experiment"],
+                artifact_location=_artifacts(uri, info["experiment"]),
+                tags=EXPERIMENT_TAGS,
             )
         )
         run = client.create_run(experiment_id, run_name=info["run_name"], tags=info.get("tags"))

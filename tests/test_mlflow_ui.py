@@ -68,11 +68,15 @@ def test_rest_api_has_both_scales_with_metrics_and_sample_grids(mlflow_server):
             assert image.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_experiment_page_lists_both_scales_in_headless_chromium(mlflow_server, tmp_path):
+# what a user compares: the runs' val scores as columns (MLflow keeps the chosen columns in the
+# browser's localStorage, so the test sets them the way a click on "Columns" would)
+COLUMNS = ["metrics.`val/sr_psnr_y`", "metrics.`val/bicubic_psnr_y`", "metrics.`val/sr_ssim_y`",
+           "metrics.`val/bicubic_ssim_y`", "params.`config.scale`"]  # fmt: skip
+
+
+def _chromium():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     for tool in ("chromium", "chromedriver"):
         assert shutil.which(tool), f"{tool} not found: launch/test.sh installs Debian's chromium"
@@ -81,22 +85,66 @@ def test_experiment_page_lists_both_scales_in_headless_chromium(mlflow_server, t
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                  "--window-size=1600,1000"):  # fmt: skip
         options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    return webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+
+
+def _shows(*texts: str):
+    from selenium.webdriver.common.by import By
+
+    def check(driver) -> bool:
+        body = driver.find_element(By.TAG_NAME, "body").text
+        return all(text in body for text in texts)
+
+    return check
+
+
+def _screenshot(driver, path: Path) -> None:
+    driver.save_screenshot(str(path))
+    if os.environ.get("SRGAN_SCREENSHOT_DIR"):  # how docs/images/ got its pictures
+        shutil.copy(path, Path(os.environ["SRGAN_SCREENSHOT_DIR"]) / path.name)
+
+
+def test_the_runs_open_as_model_training_with_val_columns_and_charts(mlflow_server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, experiment_id = mlflow_server, _experiment_id(mlflow_server)
+    tags = _get(url, "/api/2.0/mlflow/experiments/get", experiment_id=experiment_id)
+    tags = {t["key"]: t["value"] for t in tags["experiment"].get("tags", [])}
+    assert tags["mlflow.experimentKind"] == "custom_model_development"  # set by the trainer
+    # the link launch/mlflow_ui.sh prints: the runs, in MLflow's "Model training" mode
+    runs_page = f"{url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    driver = _chromium()
     try:
-        driver.get(f"{mlflow_server}/#/experiments/{_experiment_id(mlflow_server)}/runs")
-
-        def lists_all_runs(d: webdriver.Chrome) -> bool:
-            text = d.find_element(By.TAG_NAME, "body").text
-            return all(name in text for name in RUN_NAMES)
-
+        driver.get(runs_page)
+        WebDriverWait(driver, 60).until(_shows(*RUN_NAMES))
+        key = f'MLflowLocalStorage-1.1-ExperimentPage-["{experiment_id}"]-ReactComponentState'
+        state = json.loads(driver.execute_script("return localStorage.getItem(arguments[0])", key))
+        state["selectedColumns"] = COLUMNS
+        driver.execute_script(
+            "localStorage.setItem(arguments[0], arguments[1]);"
+            "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');",
+            key, json.dumps(state),
+        )  # fmt: skip
+        driver.refresh()
         try:
-            WebDriverWait(driver, 60).until(lists_all_runs)
+            WebDriverWait(driver, 60).until(_shows(*RUN_NAMES, "val/sr_psnr_y", "val/sr_ssim_y"))
         finally:
-            shot = tmp_path / "mlflow-experiment.png"
-            driver.save_screenshot(str(shot))
-            if os.environ.get("SRGAN_SCREENSHOT_DIR"):  # how docs/images/ got its picture
-                shutil.copy(shot, Path(os.environ["SRGAN_SCREENSHOT_DIR"]) / shot.name)
-        assert EXPERIMENT in driver.find_element(By.TAG_NAME, "body").text
-        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            _screenshot(driver, tmp_path / "mlflow-runs.png")
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert EXPERIMENT in body and "Model training" in body
+
+        driver.get(f"{runs_page}&compareRunsMode=CHART")
+        search = WebDriverWait(driver, 60).until(
+            lambda d: d.find_element(By.CSS_SELECTOR, "input[placeholder='Search metric charts']")
+        )
+        search.send_keys("val/sr_")
+        try:
+            WebDriverWait(driver, 60).until(_shows("val/sr_psnr_y", "val/sr_ssim_y"))
+        finally:
+            _screenshot(driver, tmp_path / "mlflow-charts.png")
+        assert "loss/pixel_mse" not in driver.find_element(By.TAG_NAME, "body").text
     finally:
         driver.quit()
+    for shot in ("mlflow-runs.png", "mlflow-charts.png"):
+        assert (tmp_path / shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
