@@ -138,9 +138,12 @@ def test_the_runs_open_as_model_training_with_val_columns_and_charts(mlflow_serv
         search = WebDriverWait(driver, 60).until(
             lambda d: d.find_element(By.CSS_SELECTOR, "input[placeholder='Search metric charts']")
         )
-        search.send_keys("val/sr_")
+        search.send_keys("_y")  # PSNR-Y and SSIM-Y, SR and bicubic
         try:
             WebDriverWait(driver, 60).until(_shows("val/sr_psnr_y", "val/sr_ssim_y"))
+            WebDriverWait(driver, 60).until(  # the four charts drawn, not loading
+                lambda d: len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")) >= 4
+            )
         finally:
             _screenshot(driver, tmp_path / "mlflow-charts.png")
         assert "loss/pixel_mse" not in driver.find_element(By.TAG_NAME, "body").text
