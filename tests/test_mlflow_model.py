@@ -79,7 +79,7 @@ def test_upscale_takes_a_model_uri(registered, tmp_path, monkeypatch, capsys):
         tmp_path / "face.png"
     )
     argv = ["--checkpoint", "models:/srgan-celeba-x4/1", "--input", str(tmp_path / "face.png"),
-            "--output", str(tmp_path / "face-x4.png")]  # fmt: skip
+            "--output", str(tmp_path / "face-x4.png"), "--device", "cpu"]  # fmt: skip
     assert upscale.main(argv) == 0
     assert "1 images upscaled x4" in capsys.readouterr().out
     sr = np.asarray(Image.open(tmp_path / "face-x4.png"), np.int16)
