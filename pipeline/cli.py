@@ -32,7 +32,7 @@ def parse(command: click.Command, argv: Sequence[str] | None) -> Any:
     try:
         value = command.main(args=argv, standalone_mode=False)
     except click.ClickException as exc:
-        message = exc.format_message().replace("\n", " ")
+        message = " ".join(exc.format_message().split())  # click's may span lines
         click.echo(f"{command.name}: error: {message}", err=True)
         raise CommandLineDone(exc.exit_code) from None
     # Without standalone mode, click returns the exit status where --help ended the parse;
