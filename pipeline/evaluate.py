@@ -328,6 +328,7 @@ def _metric(
     return add
 
 
+# Parses only (main runs the job, outside click's exception handling); tests read its options.
 @click.command(
     "pipeline.evaluate",
     context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
@@ -385,7 +386,7 @@ def _metric(
 )
 @_metric("lpips", "alexnet", "LPIPS (AlexNet)")
 @_metric("fid", "inception", "FID (InceptionV3)")
-def _command(**args: Any) -> SimpleNamespace:
+def command_line(**args: Any) -> SimpleNamespace:
     """Score a generator on a split of the shards, or on a folder of images."""
     if (args["data"] is None) == (args["images"] is None):
         raise click.UsageError("exactly one of --data and --images is needed")
@@ -394,7 +395,7 @@ def _command(**args: Any) -> SimpleNamespace:
 
 def parse_args(argv: list[str] | None) -> SimpleNamespace:
     """The command line's values; --help and usage errors exit (0, 2) as under argparse."""
-    return parse(_command, argv)
+    return parse(command_line, argv)
 
 
 METRIC_COLUMNS = (("psnr_y", "PSNR-Y", "8.2f"), ("ssim_y", "SSIM-Y", "8.4f"),

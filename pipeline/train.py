@@ -126,6 +126,7 @@ def _setting(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Calla
     return click.option(*decls, cls=_Setting, **kwargs)
 
 
+# Parses only (main runs the job, outside click's exception handling); tests read its options.
 @click.command("pipeline.train", context_settings={"help_option_names": ["-h", "--help"]})
 @_setting("--data", help="output folder of `srgan-preprocess shard`")
 @_setting("--scale", type=click.Choice([2, 4, 8]))
@@ -204,7 +205,7 @@ def _setting(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Calla
 @_setting("--loader", key="loader.backend")
 @_setting("--decode-device", key="loader.decode_device")
 @_setting("--loader-threads", key="loader.threads")
-def _command(config: Path | None, **flags: Any) -> TrainConfig:
+def command_line(config: Path | None, **flags: Any) -> TrainConfig:
     """Train SRResNet (phase pretrain) or SRGAN (phase gan), on 1 process or many.
 
     The defaults shown are TrainConfig's (pipeline/config.py); a --config file overrides them,
@@ -220,7 +221,7 @@ def _command(config: Path | None, **flags: Any) -> TrainConfig:
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     """The run's configuration; --help and usage errors exit (0, 2) as under argparse."""
-    return parse(_command, argv)
+    return parse(command_line, argv)
 
 
 # ---- distributed set-up -----------------------------------------------------------------
