@@ -26,8 +26,9 @@ class CommandLineDone(SystemExit):
 def parse(command: click.Command, argv: Sequence[str] | None) -> Any:
     """The value `command`'s callback makes of `argv` (sys.argv[1:] when None).
 
-    A usage error is one line, `<command name>: error: <what>`, like the commands' runtime
-    errors (scripts and tests look for that prefix), and exits 2 as argparse's did.
+    --help, and a usage error, raise CommandLineDone (0, 2). The error is one line,
+    `<command name>: error: <what>`, like the commands' runtime errors (scripts and tests look
+    for that prefix), where argparse and click's standalone mode print a usage block too.
     """
     try:
         value = command.main(args=argv, standalone_mode=False)
