@@ -15,16 +15,18 @@ is scored.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import click
 import torch
 from torch import nn
 
@@ -35,6 +37,7 @@ from pipeline.checkpoint import (
     generator_from,
     generator_weights,
 )
+from pipeline.cli import CommandLineDone, on_off, parse, with_default
 from pipeline.data import (
     Batch,
     LoaderConfig,
@@ -268,52 +271,99 @@ def _bicubic_scores(
 # ---- the command ---------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m pipeline.evaluate", description=__doc__.split("\n")[0]
-    )
-    p.add_argument(
-        "--checkpoint",
-        type=Path,
-        required=True,
-        help="a checkpoint file, or a run folder (its newest readable checkpoint)",
-    )
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", type=Path, help="output folder of srgan-preprocess")
-    source.add_argument("--images", type=Path,
-                        help="a folder of HR images, scored losslessly (LR made here by PIL "
-                             "bicubic), e.g. FSRNet's CelebA test faces")  # fmt: skip
-    p.add_argument("--split", choices=["val", "test"], default="val")
-    p.add_argument("--scale", type=int, choices=[2, 4, 8], required=True)
-    p.add_argument("--json", type=Path, help="write the scores here as JSON")
-    p.add_argument("--markdown", action="store_true",
-                   help="print the bicubic and SR rows of docs/RESULTS.md's table")  # fmt: skip
-    p.add_argument("--label", help="the SR row's name in --markdown [SRResNet or SRGAN, step]")
-    p.add_argument("--batch-size", type=int, default=16, help="per process [16]")
-    p.add_argument(
-        "--precision",
-        choices=["fp32", "bf16", "fp16"],
-        default="fp32",
-        help="the generator's autocast while scoring [fp32]",
-    )
-    p.add_argument("--loader", choices=["auto", "dali", "reference"], default="auto")
-    p.add_argument("--loader-threads", type=int, default=2)
-    p.add_argument("--grid", type=Path, help="PNG: LR | bicubic | SR | HR of the first faces")
-    p.add_argument(
-        "--weights",
-        choices=["ema", "raw"],
-        default="ema",
-        help="G's weight average if the checkpoint has one, or its raw weights [ema]",
-    )
-    for metric, file, what in (("lpips", "alexnet", "LPIPS (AlexNet)"),
-                               ("fid", "inception", "FID (InceptionV3)")):  # fmt: skip
-        p.add_argument(f"--{metric}", dest=metric, action="store_const", const="on",
-                       default="auto", help=f"{what}: required (absent weights are an error); "
-                       "by default used when its weights are present")  # fmt: skip
-        p.add_argument(f"--no-{metric}", dest=metric, action="store_const", const="off",
-                       help=f"leave {what} out")  # fmt: skip
-        p.add_argument(f"--{file}-weights", help=f"{what} weights file [the torch hub cache]")
-    return p.parse_args(argv)
+def _metric(
+    metric: str, weights: str, what: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--METRIC/--no-METRIC and --WEIGHTS-weights, for each perceptual metric alike."""
+
+    def add(command: Callable[..., Any]) -> Callable[..., Any]:
+        # click lists options in the reverse order of the decorators applied
+        command = click.option(
+            f"--{weights}-weights",
+            help=with_default(f"{what} weights file", "the torch hub cache"),
+        )(command)
+        return click.option(
+            f"--{metric}/--no-{metric}",
+            default=None,
+            callback=on_off("auto"),
+            show_default=False,  # click would name a switch for neither given
+            help=with_default(
+                f"{what}: required (absent weights are an error), or left out",
+                "auto, used when its weights are present",
+            ),
+        )(command)
+
+    return add
+
+
+# Parses only (main runs the job, outside click's exception handling); tests read its options.
+@click.command(
+    "pipeline.evaluate",
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="a checkpoint file, or a run folder (its newest readable checkpoint)",
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="output folder of srgan-preprocess  [required unless --images]",
+)
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path),
+    help="a folder of HR images, scored losslessly (LR made here by PIL bicubic), e.g. "
+    "FSRNet's CelebA test faces  [required unless --data]",
+)
+@click.option("--split", type=click.Choice(["val", "test"]), default="val")
+@click.option("--scale", type=click.Choice([2, 4, 8]), required=True)
+@click.option(
+    "--json",
+    type=click.Path(path_type=Path),
+    help=with_default("write the scores here as JSON", "none"),
+)
+@click.option(
+    "--markdown", is_flag=True, help="print the bicubic and SR rows of docs/RESULTS.md's table"
+)
+@click.option(
+    "--label",
+    help=with_default("the SR row's name in --markdown", "SRResNet or SRGAN, step, weights"),
+)
+@click.option("--batch-size", type=int, default=16, help="per process")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    help="the generator's autocast while scoring",
+)
+@click.option("--loader", type=click.Choice(["auto", "dali", "reference"]), default="auto")
+@click.option("--loader-threads", type=int, default=2)
+@click.option(
+    "--grid",
+    type=click.Path(path_type=Path),
+    help=with_default("PNG: LR | bicubic | SR | HR of the first faces", "none"),
+)
+@click.option(
+    "--weights",
+    type=click.Choice(["ema", "raw"]),
+    default="ema",
+    help="G's weight average if the checkpoint has one, or its raw weights",
+)
+@_metric("lpips", "alexnet", "LPIPS (AlexNet)")
+@_metric("fid", "inception", "FID (InceptionV3)")
+def command_line(**args: Any) -> SimpleNamespace:
+    """Score a generator on a split of the shards, or on a folder of images."""
+    if (args["data"] is None) == (args["images"] is None):
+        raise click.UsageError("exactly one of --data and --images is needed")
+    return SimpleNamespace(**args)
+
+
+def parse_args(argv: list[str] | None) -> SimpleNamespace:
+    """The command line's values; --help and usage errors exit (0, 2) as under argparse."""
+    return parse(command_line, argv)
 
 
 METRIC_COLUMNS = (("psnr_y", "PSNR-Y", "8.2f"), ("ssim_y", "SSIM-Y", "8.4f"),
@@ -365,7 +415,10 @@ def _agreed_checkpoint(given: Path, place: ProcessPlace) -> tuple[Path, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except CommandLineDone as done:
+        return done.status
     place = ProcessPlace.from_env()
     configure_logging(place)
     device = init_distributed(place)

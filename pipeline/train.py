@@ -11,10 +11,10 @@ preemption relies on this).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import errno
+import functools
 import logging
 import os
 import random
@@ -22,9 +22,13 @@ import shutil
 import subprocess
 import sys
 import time
+import types
+import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import click
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
@@ -40,6 +44,7 @@ from pipeline.checkpoint import (
     newest_valid_checkpoint,
     save_checkpoint,
 )
+from pipeline.cli import CommandLineDone, on_off, parse, with_default
 from pipeline.config import TrainConfig, load_config
 from pipeline.data import LoaderConfig, ShardError, build_loader, open_split_once
 from pipeline.distributed import (
@@ -73,90 +78,153 @@ class TrainingError(Exception):
 # ---- command line -------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    p = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.split("\n")[0])
-    p.add_argument("--data", type=Path, help="output folder of `srgan-preprocess shard`")
-    p.add_argument("--scale", type=int, choices=[2, 4, 8])
-    p.add_argument("--phase", choices=["pretrain", "gan"])
-    p.add_argument("--config", type=Path, help="TOML file, e.g. configs/x4.toml")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int, help="per process")
-    p.add_argument("--blocks", type=int, dest="model.blocks")
-    p.add_argument("--channels", type=int, dest="model.channels")
-    p.add_argument("--d-channels", type=int, dest="model.d_channels")
-    p.add_argument("--output", choices=["tanh", "linear"], dest="model.output",
-                   help="G's last activation [tanh; linear: the paper's figure]")  # fmt: skip
-    p.add_argument("--out", type=Path, help="run folder: checkpoints, samples")
-    p.add_argument(
-        "--init", type=Path, help="checkpoint (or run folder: its newest) whose G starts this run"
-    )
-    p.add_argument("--lr", type=float, dest="optim.lr", help="peak learning rate [1e-4]")
-    p.add_argument(
-        "--schedule",
-        choices=["cosine", "constant", "paper"],
-        dest="optim.schedule",
-        help="lr after the warm-up: cosine to --min-lr, constant, or the paper's GAN drop [cosine]",
-    )
-    p.add_argument(
-        "--warmup-steps", type=int, dest="optim.warmup_steps", help="linear lr warm-up [50]"
-    )
-    p.add_argument("--min-lr", type=float, dest="optim.min_lr", help="where cosine ends [0]")
-    p.add_argument(
-        "--ema-decay", type=float, help="average of G's weights, warmed up; 0 for none [0.999]"
-    )
-    p.add_argument("--eval-weights", choices=["ema", "raw"], help="G evaluated and exported [ema]")
-    p.add_argument("--resume", help="'auto' (newest valid checkpoint in --out) or a file")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"])
-    p.add_argument("--compile", action="store_true", default=None)
-    p.add_argument(
-        "--channels-last",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="NHWC activations [auto: on for CPUs, off on CUDA; see docs/PERFORMANCE.md]",
-    )
-    p.add_argument(
-        "--tracking-uri",
-        help="MLflow URI, or 'none' for no tracking [MLFLOW_TRACKING_URI or sqlite:///mlflow.db]",
-    )
-    p.add_argument("--experiment", help="MLflow experiment [srgan-celeba-<preset>]")
-    p.add_argument("--vgg-weights", help="VGG19 state dict file, or 'random' (tests only)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--deterministic", action="store_true", default=None)
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--eval-every", type=int)
-    p.add_argument(
-        "--eval-batches", type=int, help="0: the whole val split; N: at most N per process"
-    )
-    p.add_argument(
-        "--eval-precision", choices=["fp32", "bf16", "fp16"], help="SR while scoring [fp32]"
-    )
-    p.add_argument("--pixel-loss", choices=["mse", "l1"], dest="loss.pixel",
-                   help="the pretrain loss [mse, the paper's]")  # fmt: skip
-    p.add_argument(
-        "--lpips",
-        action="store_const",
-        const="on",
-        help="LPIPS in every evaluation, absent weights an error [auto: when present]",
-    )
-    p.add_argument("--no-lpips", dest="lpips", action="store_const", const="off")
-    p.add_argument("--alexnet-weights", help="LPIPS's AlexNet weights file [torch hub cache]")
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--keep-checkpoints", type=int)
-    p.add_argument(
-        "--dist-timeout",
-        type=float,
-        help="seconds a collective waits for the other ranks before the job fails [600]",
-    )
-    p.add_argument("--loader", choices=["auto", "dali", "reference"], dest="loader.backend")
-    p.add_argument("--decode-device", choices=["auto", "gpu", "cpu"], dest="loader.decode_device")
-    p.add_argument("--loader-threads", type=int, dest="loader.threads")
-    args = vars(p.parse_args(argv))
-    config_file = args.pop("config")
+class _Setting(click.Option):
+    """A flag for one TrainConfig setting (`key`, dotted into its tables: "optim.lr").
+
+    Its value is None unless given, so that a --config file's value stands; its help shows
+    TrainConfig's default and its type and choices come from TrainConfig's annotations, so
+    pipeline/config.py stays the one source of both.
+    """
+
+    def __init__(
+        self,
+        decls: Sequence[str],
+        *,
+        key: str | None = None,
+        none_means: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(decls, default=None, **kwargs)
+        self.key = key or str(self.name)
+        *tables, leaf = self.key.split(".")
+        owner = functools.reduce(getattr, tables, TrainConfig())
+        default = getattr(owner, leaf)
+        if default is None and none_means is None:
+            raise TypeError(f"{self.key}: say in none_means what TrainConfig's None means")
+        if "type" not in kwargs and not self.is_flag:
+            self.type = _click_type(typing.get_type_hints(type(owner))[leaf])
+        shown = none_means if default is None else _shown(default)
+        self.help = with_default(self.help, shown)
+
+
+def _click_type(hint: Any) -> click.ParamType:
+    """The click type of a TrainConfig annotation: str, int, float, Path or a Literal's
+    choices, None allowed or not (a new kind of setting fails here, at import)."""
+    if typing.get_origin(hint) is types.UnionType:  # X | None
+        (hint,) = (h for h in typing.get_args(hint) if h is not types.NoneType)
+    if typing.get_origin(hint) is typing.Literal:
+        return click.Choice(typing.get_args(hint))
+    if hint is Path:
+        return click.Path(path_type=Path)
+    return {str: click.STRING, int: click.INT, float: click.FLOAT}[hint]
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _setting(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(*decls, cls=_Setting, **kwargs)
+
+
+# Parses only (main runs the job, outside click's exception handling); tests read its options.
+@click.command("pipeline.train", context_settings={"help_option_names": ["-h", "--help"]})
+@_setting("--data", help="output folder of `srgan-preprocess shard`")
+@_setting("--scale", type=click.Choice([2, 4, 8]))
+@_setting("--phase")
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path),
+    help=with_default("TOML file, e.g. configs/x4.toml", "none"),
+)
+@_setting("--steps")
+@_setting("--batch-size", help="per process")
+@_setting("--blocks", key="model.blocks", help="residual blocks of G")
+@_setting("--channels", key="model.channels", help="G's width")
+@_setting("--d-channels", key="model.d_channels", help="D's width at its first conv")
+@_setting("--output", key="model.output", help="G's last activation (linear: the paper's figure)")
+@_setting("--out", help="run folder: checkpoints, samples")
+@_setting(
+    "--init",
+    help="checkpoint (or run folder: its newest) whose G starts this run",
+    none_means="none; the gan phase needs one",
+)
+@_setting("--lr", key="optim.lr", help="peak learning rate")
+@_setting(
+    "--schedule",
+    key="optim.schedule",
+    help="lr after the warm-up: cosine to --min-lr, constant, or the paper's GAN drop",
+)
+@_setting("--warmup-steps", key="optim.warmup_steps", help="linear lr warm-up")
+@_setting("--min-lr", key="optim.min_lr", help="where cosine ends")
+@_setting("--ema-decay", help="average of G's weights, warmed up; 0 for none")
+@_setting("--eval-weights", help="G evaluated and exported")
+@_setting(
+    "--resume",
+    help="'auto' (newest valid checkpoint in --out) or a file",
+    none_means="none, a fresh start",
+)
+@_setting("--precision", help="autocast; auto: bf16 where the hardware has it, else fp32")
+@_setting("--compile", is_flag=True, help="torch.compile the networks")
+@_setting(
+    "--channels-last/--no-channels-last",
+    help="NHWC activations",
+    none_means="auto: on for CPUs and CUDA, see docs/PERFORMANCE.md",
+)
+@_setting(
+    "--tracking-uri",
+    help="MLflow URI, or 'none' for no tracking",
+    none_means="MLFLOW_TRACKING_URI, else sqlite:///mlflow.db",
+)
+@_setting("--experiment", help="MLflow experiment", none_means="srgan-celeba-<preset>")
+@_setting(
+    "--vgg-weights",
+    help="VGG19 state dict file, or 'random' (tests only)",
+    none_means="the torch hub cache",
+)
+@_setting("--seed")
+@_setting("--deterministic", is_flag=True, help="deterministic algorithms only")
+@_setting("--log-every", help="steps")
+@_setting("--eval-every", help="steps")
+@_setting("--eval-batches", help="0: the whole val split; N: at most N per process")
+@_setting("--eval-precision", help="SR while scoring")
+@_setting("--pixel-loss", key="loss.pixel", help="the pretrain loss (mse: the paper's)")
+@_setting(
+    "--lpips/--no-lpips",
+    callback=on_off(None),
+    help="LPIPS in every evaluation: --lpips makes absent weights an error, --no-lpips leaves "
+    "it out, auto uses it when its weights are present",
+)
+@_setting(
+    "--alexnet-weights", help="LPIPS's AlexNet weights file", none_means="the torch hub cache"
+)
+@_setting("--checkpoint-every", help="steps")
+@_setting("--keep-checkpoints", help="the newest this many are kept")
+@_setting(
+    "--dist-timeout", help="seconds a collective waits for the other ranks before the job fails"
+)
+@_setting("--loader", key="loader.backend")
+@_setting("--decode-device", key="loader.decode_device")
+@_setting("--loader-threads", key="loader.threads")
+def command_line(config: Path | None, **flags: Any) -> TrainConfig:
+    """Train SRResNet (phase pretrain) or SRGAN (phase gan), on 1 process or many.
+
+    The defaults shown are TrainConfig's (pipeline/config.py); a --config file overrides them,
+    and flags override both.
+    """
+    params = click.get_current_context().command.params
+    keys = {p.name: p.key for p in params if isinstance(p, _Setting)}
     try:
-        return load_config(config_file, args)
+        return load_config(config, {keys[name]: value for name, value in flags.items()})
     except ValueError as exc:
-        p.error(str(exc))
-        raise  # unreachable: p.error exits
+        raise click.UsageError(str(exc)) from None
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """The run's configuration; --help and usage errors exit (0, 2) as under argparse."""
+    return parse(command_line, argv)
 
 
 # ---- distributed set-up -----------------------------------------------------------------
@@ -530,7 +598,10 @@ class Trainer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
+    try:
+        cfg = parse_args(argv)
+    except CommandLineDone as done:
+        return done.status
     place = ProcessPlace.from_env()
     configure_logging(place)
     stop = StopRequest()

@@ -5,7 +5,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+import click
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,3 +39,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def help_records(command: click.Command) -> dict[str, str]:
+    """Each option's help as --help shows it (its default or [required] included), by its first
+    flag; --help itself left out."""
+    ctx = click.Context(command, **command.context_settings)
+    return {
+        p.opts[0]: p.get_help_record(ctx)[1]  # type: ignore[index]
+        for p in command.get_params(ctx)
+        if p is not command.get_help_option(ctx)
+    }
+
+
+def script_cmd(name: str, *args: str) -> list[str]:
+    """What the console script `name` of pyproject.toml runs once installed: the installer's
+    wrapper is `sys.exit(target())`. Tests run it so, since installing would repoint the venv."""
+    scripts = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, target = scripts[name].split(":")
+    wrapper = f"import sys; from {module} import {target}; sys.exit({target}())"
+    return [sys.executable, "-c", wrapper, *args]
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        script_cmd(name, *args), capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300
+    )

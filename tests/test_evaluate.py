@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import copy_of, make_shards, make_subset_root
-from helpers import PROJECT_ROOT
+from helpers import PROJECT_ROOT, help_records, run_script
 from torchvision.utils import save_image
 
 from pipeline.archs import SRResNet
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.data import LoaderConfig, build_loader, open_split
 from pipeline.distributed import ProcessPlace
-from pipeline.evaluate import evaluate, to_8bit
+from pipeline.evaluate import command_line, evaluate, main, to_8bit
 
 TINY = ModelConfig(blocks=2, channels=8, d_channels=4)
 
@@ -238,3 +238,43 @@ def test_sr_is_scored_as_a_saved_8_bit_image():
     nudged = (levels + 0.49 / 255).clamp(0, 1)
     assert torch.equal(to_8bit(nudged), levels)  # within half a level: the same saved pixel
     assert torch.equal(to_8bit(levels[1:] - 0.51 / 255), levels[:-1])
+
+
+def test_help_shows_every_options_default(capsys):
+    assert main(["--help"]) == 0
+    shown = capsys.readouterr().out
+    records = help_records(command_line)
+    assert len(records) == 18  # argparse's 20, --lpips/--no-lpips and --fid/--no-fid pairs
+    for option, text in records.items():
+        assert option in shown
+        if option != "--markdown":  # a plain flag: off unless given
+            assert "[default: " in text or "[required" in text, option
+    assert records["--batch-size"].endswith("[default: 16]")
+    assert records["--scale"] == "[required]"
+    assert records["--images"].endswith("[required unless --data]")
+    assert records["--fid"].endswith("[default: auto, used when its weights are present]")
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--checkpoint", "c", "--scale", "4"], "exactly one of --data and --images is needed"),
+        (["--checkpoint", "c", "--scale", "4", "--data", "d", "--images", "i"],
+         "exactly one of --data and --images is needed"),
+        (["--data", "d", "--scale", "4"], "Missing option '--checkpoint'."),
+        (["--checkpoint", "c", "--data", "d"], "Missing option '--scale'. Choose from: 2, 4, 8"),
+        (["--checkpoint", "c", "--data", "d", "--scale", "4", "--bogus"],
+         "No such option '--bogus'."),
+    ],
+)  # fmt: skip
+def test_a_usage_error_is_one_line_and_exit_status_2(capsys, argv, error):
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [f"pipeline.evaluate: error: {error}"]
+
+
+def test_the_srgan_evaluate_script_exits_with_mains_status():
+    result = run_script("srgan-evaluate", "--help")
+    assert result.returncode == 0 and "--checkpoint PATH" in result.stdout
+    result = run_script("srgan-evaluate", "--scale", "4")
+    assert result.returncode == 2
+    assert result.stderr == "pipeline.evaluate: error: Missing option '--checkpoint'.\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import PROJECT_ROOT
+from helpers import PROJECT_ROOT, help_records, run_script
 from tracking_helpers import client, runs_in, steps_logged
 from trainer_helpers import TINY, run_train, train_cmd
 
@@ -20,7 +20,7 @@ from pipeline.config import ModelConfig, TrainConfig, load_config
 from pipeline.data import LoaderConfig, build_loader
 from pipeline.distributed import ProcessPlace
 from pipeline.srgan import SRGANModel
-from pipeline.train import parse_args
+from pipeline.train import command_line, main, parse_args
 
 
 @pytest.mark.parametrize("preset", ["seed", "faces128"])
@@ -94,6 +94,63 @@ def test_config_file_then_flags(tmp_path: Path):
     bad.write_text("[model]\nblockz = 3\n")
     with pytest.raises(ValueError, match=r"bad\.toml\.model: unknown setting 'blockz'"):
         load_config(bad, {})
+
+
+def test_a_flag_beats_the_config_file_and_an_absent_flag_leaves_the_files_value(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('steps = 7\nlpips = "off"\nchannels_last = false\ncompile = true\n'
+                    "[optim]\nlr = 2e-4\nwarmup_steps = 3\n")  # fmt: skip
+    cfg = parse_args(["--config", str(toml), "--lr", "5e-4", "--lpips"])
+    assert (cfg.optim.lr, cfg.lpips) == (5e-4, "on")
+    assert (cfg.steps, cfg.optim.warmup_steps) == (7, 3)
+    assert (cfg.channels_last, cfg.compile) == (False, True)
+    assert cfg.batch_size == TrainConfig().batch_size  # in neither: the dataclass's
+    cfg = parse_args(["--config", str(toml), "--channels-last", "--steps", "9"])
+    assert (cfg.channels_last, cfg.steps, cfg.lpips, cfg.optim.lr) == (True, 9, "off", 2e-4)
+
+
+def test_help_shows_every_option_with_trainconfigs_default(capsys):
+    assert main(["--help"]) == 0
+    shown = capsys.readouterr().out
+    records = help_records(command_line)
+    assert len(records) == 40  # argparse's 41, --lpips and --no-lpips now one pair
+    for option, text in records.items():
+        assert option in shown
+        # flags too: a --config file may have changed what they start from
+        assert "[default: " in text, option
+    cfg = TrainConfig()
+    assert records["--lr"].endswith(f"[default: {cfg.optim.lr}]")  # 0.0001
+    assert records["--steps"].endswith(f"[default: {cfg.steps}]")
+    assert records["--loader"].endswith(f"[default: {cfg.loader.backend}]")
+    assert records["--compile"].endswith("[default: off]")
+    assert records["--lpips"].endswith("[default: auto]")
+    assert "[default: auto: on for CPUs and CUDA" in records["--channels-last"]
+    assert records["--config"].endswith("[default: none]")
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--bogus"], "No such option '--bogus'."),
+        (["--scale", "3"], "Invalid value for '--scale': '3' is not one of '2', '4', '8'."),
+        (["--steps"], "Option '--steps' requires an argument."),
+        (["--steps", "0"], "steps must be >= 1, got 0"),  # TrainConfig.validate's
+        (["--config", "nope.toml"], "nope.toml: config file not found"),
+    ],
+)
+def test_a_usage_error_is_one_line_and_exit_status_2(capsys, argv, error):
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"pipeline.train: error: {error}")
+
+
+def test_the_srgan_train_script_exits_with_mains_status():
+    result = run_script("srgan-train", "--help")
+    assert result.returncode == 0 and "--lr FLOAT" in result.stdout
+    result = run_script("srgan-train", "--bogus")
+    assert result.returncode == 2
+    assert result.stderr.startswith("pipeline.train: error: No such option '--bogus'.")
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_auto_memory_format_is_channels_last_on_cpu_and_cuda_and_flags_override_it():

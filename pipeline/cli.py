@@ -1,0 +1,61 @@
+"""Click plumbing shared by `pipeline.train` and `pipeline.evaluate`.
+
+Both are `main(argv) -> int` functions, not click commands run standalone: tests call them
+in-process, torchrun runs them as modules, and their runtime errors are one line of their own.
+So click only parses here: the caller gets the values and decides the exit status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+
+class CommandLineDone(SystemExit):
+    """--help was shown, or a usage error was reported: nothing is left to run. A SystemExit,
+    so that a script calling `parse_args` ends as it did under argparse; `main` returns
+    its `status` instead."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def parse(command: click.Command, argv: Sequence[str] | None) -> Any:
+    """The value `command`'s callback makes of `argv` (sys.argv[1:] when None).
+
+    --help, and a usage error, raise CommandLineDone (0, 2). The error is one line,
+    `<command name>: error: <what>`, like the commands' runtime errors (scripts and tests look
+    for that prefix), where argparse and click's standalone mode print a usage block too.
+    """
+    try:
+        value = command.main(args=argv, standalone_mode=False)
+    except click.ClickException as exc:
+        message = " ".join(exc.format_message().split())  # click's may span lines
+        click.echo(f"{command.name}: error: {message}", err=True)
+        raise CommandLineDone(exc.exit_code) from None
+    # Without standalone mode, click returns the exit status where --help ended the parse;
+    # the callbacks given here never return an int.
+    if isinstance(value, int):
+        raise CommandLineDone(value)
+    return value
+
+
+def with_default(help_text: str | None, default: str) -> str:
+    """Help for an option whose value is None when not given, where click would show no default;
+    laid out as click lays out the defaults it shows."""
+    return f"{help_text or ''}  [default: {default}]".lstrip()
+
+
+Callback = Callable[[click.Context, click.Parameter, bool | None], str | None]
+
+
+def on_off(unset: str | None) -> Callback:
+    """A --x/--no-x pair as the settings spell it: "on", "off", or `unset` when neither is given."""
+
+    def convert(_ctx: click.Context, _param: click.Parameter, value: bool | None) -> str | None:
+        return unset if value is None else "on" if value else "off"
+
+    return convert
