@@ -1,8 +1,10 @@
-"""Click plumbing shared by `pipeline.train` and `pipeline.evaluate`.
+"""Click plumbing shared by the pipeline's commands (train, evaluate, upscale, export).
 
-Both are `main(argv) -> int` functions, not click commands run standalone: tests call them
-in-process, torchrun runs them as modules, and their runtime errors are one line of their own.
-So click only parses here: the caller gets the values and decides the exit status.
+Each is a `main(argv) -> int` function, not a click command run standalone: tests call them
+in-process, torchrun runs them as modules, console scripts exit with what they return, and
+every error is one line, `<command>: error: <what>`. For train and evaluate click only parses
+(`parse`): the caller gets the values and decides the exit status; upscale and export are
+whole click commands (`run_command`).
 """
 
 from __future__ import annotations
@@ -33,14 +35,38 @@ def parse(command: click.Command, argv: Sequence[str] | None) -> Any:
     try:
         value = command.main(args=argv, standalone_mode=False)
     except click.ClickException as exc:
-        message = " ".join(exc.format_message().split())  # click's may span lines
-        click.echo(f"{command.name}: error: {message}", err=True)
-        raise CommandLineDone(exc.exit_code) from None
+        raise CommandLineDone(report(command, exc)) from None
     # Without standalone mode, click returns the exit status where --help ended the parse;
     # the callbacks given here never return an int.
     if isinstance(value, int):
         raise CommandLineDone(value)
     return value
+
+
+class InputError(click.ClickException):
+    """Bad input (a missing or unreadable file): exit status 2, as for a bad flag."""
+
+    exit_code = 2
+
+
+def report(command: click.Command, exc: click.ClickException) -> int:
+    """Print a click error as one line; returns its exit status."""
+    message = " ".join(exc.format_message().split())  # click's may span lines
+    click.echo(f"{command.name}: error: {message}", err=True)
+    return exc.exit_code
+
+
+def run_command(command: click.Command, argv: Sequence[str] | None) -> int:
+    """Run a whole click command; its exit status (an Exit's, or 0) instead of exiting."""
+    try:
+        status = command.main(args=argv, standalone_mode=False)
+    except click.ClickException as exc:
+        return report(command, exc)
+    except click.exceptions.Abort:
+        click.echo(f"{command.name}: aborted", err=True)
+        return 130
+    # without standalone mode click returns an Exit's status (--help: 0, PARTIAL...)
+    return status if isinstance(status, int) else 0
 
 
 def with_default(help_text: str | None, default: str) -> str:

@@ -21,7 +21,7 @@ from torch import nn
 from torch.export import Dim
 
 from pipeline.checkpoint import CheckpointError, find_checkpoint, generator_from
-from pipeline.click_main import InputError, run_command
+from pipeline.cli import InputError, run_command
 from preprocess.atomic import tmp_path
 
 INPUT, OUTPUT = "lr", "sr"
@@ -76,7 +76,10 @@ def onnx_difference(
     return worst
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.command(
+    "pipeline.export",
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+)
 @click.option(
     "--checkpoint",
     required=True,
@@ -119,7 +122,7 @@ def cli(checkpoint: Path, onnx_path: Path, weights: str, opset: int | None, chec
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(cli, argv, "pipeline.export")
+    return run_command(cli, argv)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from pipeline.checkpoint import CheckpointError
-from pipeline.click_main import InputError, run_command
+from pipeline.cli import InputError, run_command
 from pipeline.inference import PRECISIONS, Generator, load_generator, resolve_precision
 from pipeline.inference import super_resolve as run_generator
 from preprocess.atomic import tmp_path
@@ -130,6 +130,7 @@ def upscale_files(
 
 
 @click.command(
+    "pipeline.upscale",
     context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
     epilog="Exit status: 0 all written, 3 some inputs skipped, 1/2 an error.",
 )
@@ -212,7 +213,7 @@ def cli(checkpoint: str, source: Path, target: Path, fmt: str, weights: str, bat
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(cli, argv, "pipeline.upscale")
+    return run_command(cli, argv)
 
 
 if __name__ == "__main__":
