@@ -14,7 +14,7 @@
 #   loader.txt       loader images/s: reference, and DALI CPU/GPU when DALI was sent
 # The evaluate part (python -m pipeline.evaluate on the train part's run, distributed
 # evaluation's code on one GPU) prints its table into gpu_check.log.
-# Part limits add up to 515 s (sized from the first H200 run, 2026-11-29: 372 s in all, before
+# Part limits add up to 575 s (sized from the first H200 run, 2026-11-29: 372 s in all, before
 # the evaluate part was added).
 # Every part has its own time limit; a failed part is logged and the next one still runs.
 # GPU_CHECK_BUNDLE: the prepared folder (default .gpu-check). EXTRA_STEP_ARGS,
@@ -74,6 +74,15 @@ part train 110 bash -c "set -o pipefail; $python -m pipeline.train --data '$work
     --tracking-uri 'sqlite:///$work/mlflow.db' 2>&1 | tr '\r' '\n' | grep --line-buffered -v -E 'step/s\]|s/step\]' | tee '$out/train.txt'"
 part evaluate 40 bash -c "$python -m pipeline.evaluate --checkpoint '$work/run' --data '$work/shards' \
     --split val --scale 4 --batch-size 64 --loader-threads 12 ${EXTRA_EVAL_ARGS:-}"
+# srgan-upscale on the train part's run: 64 faces (UPSCALE_IMAGES) as LR (4x out), fp32 / bf16 / fp16, then
+# bf16 in tiles; each line says its time, and the last how far bf16 and fp16 are from fp32
+part upscale 60 bash -c "set -e; mkdir -p '$work/lr'; \
+    ls '$bundle/celeba/img_align_celeba' | head -${UPSCALE_IMAGES:-64} | sed 's|^|$bundle/celeba/img_align_celeba/|' | xargs cp -t '$work/lr'; \
+    for p in fp32 bf16 fp16; do $python -m pipeline.upscale --checkpoint '$work/run' --input '$work/lr' \
+        --output '$work/sr-'\$p --precision \$p --batch-size 16 ${EXTRA_UPSCALE_ARGS:-} 2>&1 | grep -v 'img/s'; done; \
+    $python -m pipeline.upscale --checkpoint '$work/run' --input '$work/lr' --output '$work/sr-tiled' \
+        --precision bf16 --tile 64 ${EXTRA_UPSCALE_ARGS:-} 2>&1 | grep -v 'img/s'; \
+    $python bench/image_diff.py '$work/sr-fp32' '$work/sr-bf16' '$work/sr-fp16' '$work/sr-tiled'"
 part loader 50 bash -c "set -o pipefail; $python bench/loader.py --data '$work/shards' --seconds 4 ${EXTRA_LOADER_ARGS:-} \
     | tee '$out/loader.txt'"
 echo "=== done $(date -Is); results in $out"

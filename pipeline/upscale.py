@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -204,10 +205,12 @@ def cli(checkpoint: str, source: Path, target: Path, fmt: str, weights: str, bat
     except Exception as exc:  # noqa: BLE001 - MLflow's errors, one line
         raise InputError(f"{checkpoint}: {str(exc).splitlines()[0]}") from None
     dtype = resolve_precision(precision, place)
+    started = time.perf_counter()
     written, skipped = upscale_files(generator, pairs, place, batch_size, tile, tile_overlap,
                                      dtype)  # fmt: skip
+    seconds = time.perf_counter() - started
     click.echo(f"pipeline.upscale: {written} images upscaled x{generator.scale} to {target}, "
-               f"{skipped} skipped")  # fmt: skip
+               f"{skipped} skipped; {seconds:.1f} s on {place} in {str(dtype)[6:]}")  # fmt: skip
     if skipped:
         raise click.exceptions.Exit(PARTIAL)
 

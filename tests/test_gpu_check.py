@@ -74,6 +74,7 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
             "--eval-every 2 --checkpoint-every 2 --eval-batches 2 --log-every 1 --loader-threads 2",
             EXTRA_EVAL_ARGS="--batch-size 4 --loader-threads 2",
             EXTRA_LOADER_ARGS="--seconds 0.5",
+            EXTRA_UPSCALE_ARGS="--device cpu", UPSCALE_IMAGES="4",
         ),
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -86,7 +87,7 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
     assert status == {
         "environment": status["environment"], "install": "0", "shards": "0",
         "gpu_checks": "0" if cuda else "1", "train_step": "0", "train_step_compile": "0",
-        "train": "0", "evaluate": "0", "loader": "0",
+        "train": "0", "evaluate": "0", "upscale": "0", "loader": "0",
     }, log[-3000:]  # fmt: skip
     checks = (out / "gpu_checks.txt").read_text()
     if cuda:
@@ -102,5 +103,8 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
     train = (out / "train.txt").read_text()
     assert len(re.findall(r"step [24]: val PSNR-Y [\d.]+ dB \(bicubic [\d.]+\)", train)) == 2, train
     assert re.search(r"^SR +[\d.]+ +[\d.]+", log, re.MULTILINE), log[-3000:]  # the evaluate table
+    for label in ("float32", "bfloat16", "float16"):  # the upscale part, each precision
+        assert re.search(rf"4 images upscaled x4 .* 0 skipped; [\d.]+ s on cpu in {label}", log)
+    assert re.search(r"^sr-tiled vs sr-fp32: 4 images, max \|diff\| \d+", log, re.MULTILINE)
     dali_row = r"^\| DALI \| cpu \| 1 \| 2 \| [1-9]\d* \|"  # 1 thread, prefetch 2, images/s
     assert re.search(dali_row, (out / "loader.txt").read_text(), re.MULTILINE)
