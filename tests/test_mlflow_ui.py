@@ -14,11 +14,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import synthetic_sample
 from helpers import free_port
 from mlflow_server import MlflowServer
 
 RUN_NAMES = ["x4-gan", "x4-pretrain", "x8-gan", "x8-pretrain"]
-EXPERIMENT = "srgan-celeba-faces128"  # real CelebA shards, preset faces128
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,13 @@ def _post(url: str, endpoint: str, body: dict) -> dict:
         return json.load(r)
 
 
+def _experiment() -> str:
+    """The trainer's default name: the preset, then whether the shards are synthetic."""
+    return "srgan-celeba-faces128" + ("-synthetic" if synthetic_sample() else "")
+
+
 def _experiment_id(url: str) -> str:
-    found = _get(url, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=EXPERIMENT)
+    found = _get(url, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=_experiment())
     return found["experiment"]["experiment_id"]
 
 
@@ -58,7 +63,7 @@ def test_rest_api_has_both_scales_with_metrics_and_sample_grids(mlflow_server):
     for name, run in by_name.items():
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
         assert {"val/sr_psnr_y", "val/bicubic_psnr_y", "val/sr_ssim_y"} <= set(metrics), name
-        assert metrics["val/bicubic_psnr_y"] > 20  # bicubic on real faces: a sane value
+        assert metrics["val/bicubic_psnr_y"] > 20  # bicubic on faces: a sane value
         listed = _get(url, "/api/2.0/mlflow/artifacts/list", run_id=run["info"]["run_id"],
                       path="samples")  # fmt: skip
         grids = [f["path"] for f in listed.get("files", []) if f["path"].endswith(".png")]
@@ -96,7 +101,7 @@ def test_experiment_page_lists_both_scales_in_headless_chromium(mlflow_server, t
             driver.save_screenshot(str(shot))
             if os.environ.get("SRGAN_SCREENSHOT_DIR"):  # how docs/images/ got its picture
                 shutil.copy(shot, Path(os.environ["SRGAN_SCREENSHOT_DIR"]) / shot.name)
-        assert EXPERIMENT in driver.find_element(By.TAG_NAME, "body").text
+        assert _experiment() in driver.find_element(By.TAG_NAME, "body").text
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         driver.quit()
