@@ -21,6 +21,8 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux2014_x86_64 -d "$dest/wheels" \
     webdataset==1.0.2 braceexpand==0.1.7 2> >(grep -v "is ignored" >&2)
 cp "$celeba/list_eval_partition.txt" "$dest/celeba/"
+# demo faces stay labelled synthetic in the shards, MLflow and the numbers made from them
+if [[ -f "$celeba/SYNTHETIC.txt" ]]; then cp "$celeba/SYNTHETIC.txt" "$dest/celeba/"; fi
 # of the images present: the first TRAIN_IMAGES of train, all of val, none of test (2)
 ls "$celeba/img_align_celeba" >"$dest/present.txt"
 awk -v n="$train_images" 'NR == FNR {have[$1]; next}

@@ -3,10 +3,18 @@ import zipfile
 import pytest
 from conftest import shared_celeba
 
-from preprocess.celeba import CelebAError, ImageSource, read_partition, sample_key
+from preprocess.celeba import SPLIT_CODES, CelebAError, ImageSource, read_partition, sample_key
 
 
-def test_official_partition_file_is_read_whole():
+def test_the_samples_partition_file_is_read_whole():
+    path = shared_celeba() / "list_eval_partition.txt"
+    lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    expected = {split: [n for n, code in lines if code == c] for c, split in SPLIT_CODES.items()}
+    assert read_partition(path) == expected
+
+
+@pytest.mark.real_celeba
+def test_official_partition_file_has_celebas_split():
     splits = read_partition(shared_celeba() / "list_eval_partition.txt")
     # The official split sizes of CelebA; the file has no newline after its last line.
     assert {k: len(v) for k, v in splits.items()} == {"train": 162770, "val": 19867, "test": 19962}

@@ -1,4 +1,4 @@
-"""Distributed evaluation and `python -m pipeline.evaluate`, on real CelebA shards."""
+"""Distributed evaluation and `python -m pipeline.evaluate`, on shards of the CelebA sample."""
 
 from __future__ import annotations
 

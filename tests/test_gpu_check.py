@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import shared_celeba
+from conftest import present_by_split, shared_celeba, synthetic_sample
 from helpers import PROJECT_ROOT
 
-from preprocess.celeba import read_partition
+from preprocess.celeba import SYNTHETIC_MARKER, read_partition
 
 DEVICE_RUN_LIMIT = 64 * 2**20  # what one device run may carry: project + bundle
 TINY_NETS = "--blocks 1 --channels 8 --d-channels 4"
@@ -52,9 +52,11 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
     assert prepared.returncode == 0, prepared.stderr[-2000:]
     split_of = _split_of(celeba)
     sent = [split_of[p.name] for p in (bundle / "celeba" / "img_align_celeba").iterdir()]
-    present_val = sum(split_of[p.name] == "val" for p in (celeba / "img_align_celeba").iterdir())
+    present = {split: len(names) for split, names in present_by_split(celeba).items()}
     assert "test" not in sent  # the test split stays for final evaluation
-    assert sent.count("val") == present_val and sent.count("train") == 2400
+    assert sent.count("val") == present["val"]
+    assert sent.count("train") == min(2400, present["train"])  # the demo faces have fewer
+    assert (bundle / "celeba" / SYNTHETIC_MARKER).is_file() == synthetic_sample()
     assert sorted(re.sub(r"-.*", "", w.name) for w in (bundle / "wheels").iterdir()) == [
         "braceexpand", "webdataset",
     ]  # fmt: skip

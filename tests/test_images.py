@@ -1,4 +1,4 @@
-"""Each kind of bad input the issue names, made from real CelebA bytes."""
+"""Each kind of bad input the issue names, made from the bytes of a CelebA sample face."""
 
 import io
 

@@ -1,4 +1,4 @@
-"""The DALI loader (CPU-only mode here) and the reference loader, on real CelebA shards."""
+"""The DALI loader (CPU-only mode here) and the reference loader, on shards of the CelebA sample."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Our PSNR/SSIM against scikit-image's, on real faces and their degraded versions."""
+"""Our PSNR/SSIM against scikit-image's, on sample faces and their degraded versions."""
 
 from __future__ import annotations
 

@@ -14,11 +14,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import synthetic_sample
 from helpers import free_port
 from mlflow_server import MlflowServer
 
 RUN_NAMES = ["x4-gan", "x4-pretrain", "x8-gan", "x8-pretrain"]
-EXPERIMENT = "srgan-celeba-faces128"  # real CelebA shards, preset faces128
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,13 @@ def _post(url: str, endpoint: str, body: dict) -> dict:
         return json.load(r)
 
 
+def _experiment() -> str:
+    """The trainer's default name: the preset, then whether the shards are synthetic."""
+    return "srgan-celeba-faces128" + ("-synthetic" if synthetic_sample() else "")
+
+
 def _experiment_id(url: str) -> str:
-    found = _get(url, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=EXPERIMENT)
+    found = _get(url, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=_experiment())
     return found["experiment"]["experiment_id"]
 
 
@@ -58,7 +63,7 @@ def test_rest_api_has_both_scales_with_metrics_and_sample_grids(mlflow_server):
     for name, run in by_name.items():
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
         assert {"val/sr_psnr_y", "val/bicubic_psnr_y", "val/sr_ssim_y"} <= set(metrics), name
-        assert metrics["val/bicubic_psnr_y"] > 20  # bicubic on real faces: a sane value
+        assert metrics["val/bicubic_psnr_y"] > 20  # bicubic on faces: a sane value
         listed = _get(url, "/api/2.0/mlflow/artifacts/list", run_id=run["info"]["run_id"],
                       path="samples")  # fmt: skip
         grids = [f["path"] for f in listed.get("files", []) if f["path"].endswith(".png")]
@@ -132,7 +137,7 @@ def test_the_runs_open_as_model_training_with_val_columns_and_charts(mlflow_serv
         finally:
             _screenshot(driver, tmp_path / "mlflow-runs.png")
         body = driver.find_element(By.TAG_NAME, "body").text
-        assert EXPERIMENT in body and "Model training" in body
+        assert _experiment() in body and "Model training" in body
 
         driver.get(f"{runs_page}&compareRunsMode=CHART")
         search = WebDriverWait(driver, 60).until(

@@ -1,4 +1,4 @@
-"""`srgan-preprocess shard` end to end on real CelebA faces."""
+"""`srgan-preprocess shard` end to end on the faces of the CelebA sample (real or demo)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,17 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import make_subset_root, shared_celeba
+from conftest import (
+    listed_count,
+    make_subset_root,
+    present_by_split,
+    shared_celeba,
+    synthetic_sample,
+)
 from helpers import PROJECT_ROOT, preprocess_cmd, run_preprocess, tree_bytes
 from PIL import Image
 
 from preprocess.shards import parse_dali_index, read_tar_members
-
-TOTAL_LISTED = 202_599
 
 
 def shard(root: Path, out: Path, *extra: str) -> dict:
@@ -35,9 +39,9 @@ def seed_out(small_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return out
 
 
-def test_manifest_describes_the_output(seed_out: Path):
+def test_manifest_describes_the_output(seed_out: Path, small_root: Path):
     manifest = json.loads((seed_out / "manifest.json").read_text())
-    assert manifest["preset"] == "seed" and manifest["synthetic"] is False
+    assert manifest["preset"] == "seed" and manifest["synthetic"] is synthetic_sample()
     assert (manifest["crop"], manifest["hr_size"], manifest["scales"]) == (144, 256, [4, 8])
     assert manifest["lr_sizes"] == {"4": 64, "8": 32}
     assert (manifest["codec"], manifest["lr_codec"]) == ("jpeg", "png")
@@ -50,7 +54,7 @@ def test_manifest_describes_the_output(seed_out: Path):
     }
     # 40 train in shards of 16: 16 + 16 + 8.
     assert [s["samples"] for s in manifest["splits"]["train"]["shards"]] == [16, 16, 8]
-    assert manifest["missing"] == TOTAL_LISTED - 60
+    assert manifest["missing"] == listed_count(small_root) - 60
     assert manifest["rejected"] == [] and manifest["images"]["written"] == 60
     for split in manifest["splits"].values():
         for entry in split["shards"]:
@@ -265,13 +269,12 @@ def test_rerun_after_a_kill_finishes_without_redoing_complete_shards(tmp_path: P
 
 @pytest.mark.slow
 def test_whole_shared_sample_with_verify(tmp_path: Path):
-    out = tmp_path / "out"
-    manifest = shard(shared_celeba(), out, "--preset", "faces128")
-    assert {s: v["samples"] for s, v in manifest["splits"].items()} == {
-        "train": 4657,
-        "val": 780,
-        "test": 659,
-    }
-    assert manifest["missing"] == TOTAL_LISTED - 6096 and manifest["rejected"] == []
+    # The real sample: 4657 / 780 / 659 of the 202,599 listed; the demo faces list only themselves.
+    sample, out = shared_celeba(), tmp_path / "out"
+    present = {split: len(names) for split, names in present_by_split(sample).items()}
+    manifest = shard(sample, out, "--preset", "faces128")
+    assert {s: v["samples"] for s, v in manifest["splits"].items()} == present
+    assert manifest["missing"] == listed_count(sample) - sum(present.values())
+    assert manifest["rejected"] == [] and manifest["synthetic"] is synthetic_sample()
     result = run_preprocess("verify", out)
     assert "DALI agree with the manifest" in result.stdout

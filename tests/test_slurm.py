@@ -1,6 +1,6 @@
 """slurm/train.sbatch and slurm/submit_all.sh on a real one-node SLURM (tests/slurm_cluster.py).
 
-CPU settings: 2 gloo processes per node, a tiny model, shards of real CelebA faces. The time
+CPU settings: 2 gloo processes per node, a tiny model, shards of the CelebA sample. The time
 limit's USR2 -> checkpoint -> requeue -> resume chain runs on two nodes (test_slurm_nodes.py).
 """
 

@@ -1,7 +1,7 @@
 """slurm/train.sbatch on two SLURM nodes that are separate hosts to the network (a network
 namespace each, tests/slurm_cluster.py): world 4 across them, the time limit's requeue chain,
 and a node lost in the middle of a job. CPU settings: 2 gloo processes per node, a tiny model,
-shards of real CelebA faces."""
+shards of the CelebA sample."""
 
 from __future__ import annotations
 

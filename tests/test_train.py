@@ -1,4 +1,4 @@
-"""The trainer on real CelebA shards: steps, DDP, resume, signals, MLflow, clear errors."""
+"""The trainer on shards of the CelebA sample: steps, DDP, resume, signals, MLflow, clear errors."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import synthetic_sample
 from helpers import PROJECT_ROOT, help_records, run_script
 from tracking_helpers import client, runs_in, steps_logged
 from trainer_helpers import TINY, run_train, train_cmd
@@ -230,7 +231,7 @@ def test_pretrain_loss_falls_and_mlflow_has_it_all(shards_faces128, tmp_path, me
     (run,) = runs_in(db)
     store = client(db)
     assert run.info.run_name == "x4-pretrain" and run.info.status == "FINISHED"
-    assert run.data.tags["data"] == "celeba"
+    assert run.data.tags["data"] == ("synthetic" if synthetic_sample() else "celeba")
     params = run.data.params
     assert params["config.scale"] == "4" and params["data.preset"] == "faces128"
     assert params["world_size"] == "1" and params["config.precision"] == "fp32"

@@ -1,4 +1,4 @@
-"""Running `python -m pipeline.train` as users do, on tiny models and real CelebA shards."""
+"""Running `python -m pipeline.train` as users do, on tiny models and the CelebA sample's shards."""
 
 from __future__ import annotations
 
