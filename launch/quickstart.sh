@@ -54,4 +54,7 @@ GAN_ARGS="--steps ${GAN_STEPS:-10} --batch-size ${GAN_BATCH_SIZE:-8} --warmup-st
         --channels "${CHANNELS:-32}" --d-channels "${D_CHANNELS:-16}" --channels-last
 echo
 echo "quickstart: done. Runs, metrics and sample grids are in $db; look at them with:"
-echo "    bash launch/mlflow_ui.sh $db      # then open http://127.0.0.1:5000"
+echo "    bash launch/mlflow_ui.sh $db      # then open the link it prints"
+echo "quickstart: the generators are registered as srgan-celeba-x4 and -x8; upscale with:"
+echo "    MLFLOW_TRACKING_URI=sqlite:///$(realpath "$db") .venv/bin/srgan-upscale \\"
+echo "        --checkpoint models:/srgan-celeba-x4/latest --input FACE_OR_FOLDER --output OUT"

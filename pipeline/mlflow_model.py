@@ -65,10 +65,13 @@ def log_generator(
     return info
 
 
-def version_tags(run_id: str | None, step: int, val: dict[str, float]) -> dict[str, Any]:
-    """What a registry user compares versions by: where the weights came from and their val
-    scores (`val/sr_psnr_y` -> `val_psnr_y`; LPIPS only where it was measured)."""
-    tags: dict[str, Any] = {"run_id": run_id, "step": step}
+def version_tags(
+    run_id: str | None, step: int, val: dict[str, float], phase: str | None = None
+) -> dict[str, Any]:
+    """What a registry user compares versions by: where the weights came from (run, step,
+    pretrain = SRResNet or gan = SRGAN) and their val scores (`val/sr_psnr_y` -> `val_psnr_y`;
+    LPIPS only where it was measured)."""
+    tags: dict[str, Any] = {"run_id": run_id, "step": step, "phase": phase}
     for metric in ("psnr_y", "ssim_y", "lpips"):
         if f"val/sr_{metric}" in val:
             tags[f"val_{metric}"] = f"{val[f'val/sr_{metric}']:.4f}"

@@ -590,7 +590,7 @@ class Trainer:
         final = self.run_eval()
         if self.place.is_main:
             exported = self.model.eval_generator()
-            tags = version_tags(self.tracker.run_id, self.step, final)
+            tags = version_tags(self.tracker.run_id, self.step, final, cfg.phase)
             self.tracker.log_model(copy.deepcopy(exported).cpu(), "generator",
                                    registry_name(cfg.scale), tags)  # fmt: skip
         self.tracker.end("FINISHED")

@@ -29,7 +29,7 @@ def registered(tmp_path_factory):
     val = {"val/sr_psnr_y": 27.123456, "val/sr_ssim_y": 0.81, "val/bicubic_psnr_y": 25.0}
     with mlflow.start_run() as run:
         info = log_generator(
-            generator, "generator", registry_name(4), version_tags(run.info.run_id, 40, val)
+            generator, "generator", registry_name(4), version_tags(run.info.run_id, 40, val, "gan")
         )
     mlflow.set_tracking_uri(None)
     return uri, run.info.run_id, info, generator, folder
@@ -43,6 +43,7 @@ def test_a_finished_generator_is_a_tagged_registry_version(registered):
     assert version.tags == {
         "run_id": run_id,
         "step": "40",
+        "phase": "gan",
         "val_psnr_y": "27.1235",
         "val_ssim_y": "0.8100",
     }  # fmt: skip  (no LPIPS: not measured)

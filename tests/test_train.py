@@ -259,6 +259,7 @@ def test_pretrain_loss_falls_and_mlflow_has_it_all(shards_faces128, tmp_path, me
     assert str(models[0].status).endswith("READY")
     version = store.get_model_version("srgan-celeba-x4", "1")  # the registry has it, tagged
     assert version.run_id == run.info.run_id and version.tags["step"] == "40"
+    assert version.tags["phase"] == "pretrain"
     final = run.data.metrics
     for name in ("psnr_y", "ssim_y", "lpips"):
         assert float(version.tags[f"val_{name}"]) == pytest.approx(final[f"val/sr_{name}"], 1e-3)
