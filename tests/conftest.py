@@ -97,8 +97,15 @@ def pytest_configure(config: pytest.Config) -> None:
     sample_choice()  # a bad CELEBA_SAMPLE fails the session here, before collection
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    return sample_header(sample_choice())
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The sample on the run's first line, also under `-q` (which hides pytest's header)."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(sample_header(sample_choice()))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_line(sample_header(sample_choice()))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

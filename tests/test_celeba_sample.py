@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 from conftest import REQUIRED_ENV, SAMPLE_ENV, choose_sample, demo_root, sample_header
+from helpers import PROJECT_ROOT
 
 from preprocess.celeba import SYNTHETIC_MARKER
 
@@ -57,3 +61,17 @@ def test_demo_faces_are_drawn_once_and_appear_whole(tmp_path, monkeypatch):
     assert demo_root(count=3) == root
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == drawn  # reused, not redrawn
     assert [p.name for p in tmp_path.iterdir()] == [root.name]  # no scratch folder left
+
+
+def test_the_run_says_which_sample_first_even_when_quiet():
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "tests/test_celeba_sample.py::test_the_real_sample_is_used_when_there_and_demo_faces_otherwise"],
+        cwd=PROJECT_ROOT, env={**os.environ, SAMPLE_ENV: "demo", REQUIRED_ENV: ""},
+        capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:]
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("celeba sample: demo faces (") and "forced by" in lines[0], lines
+    assert lines[-2] == lines[0]  # and again above the closing line
