@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from pipeline.checkpoint import CheckpointError
@@ -43,35 +43,59 @@ def output_format(path: Path) -> str:
     return known[path.suffix.lower()]
 
 
+def names_a_file(target: Path) -> bool:
+    """`--output x.png` is a file; `--output sr`, `--output runs/v1.2` or an existing folder
+    is a folder."""
+    return not target.is_dir() and target.suffix.lower() in Image.registered_extensions()
+
+
 def plan_outputs(source: Path, target: Path, fmt: str) -> list[tuple[Path, Path]]:
     """(input, output) pairs: a file to a file (or into a folder), a folder's files into a
-    folder, named by the input's stem and `fmt`'s extension."""
+    folder, named by the input's stem and `fmt`'s extension. Refuses, before any work, two
+    inputs that would write one output (a.png and a.jpg) and an output over its input."""
     if source.is_file():
-        if target.suffix and not target.is_dir():
-            return [(source, target)]
-        return [(source, target / f"{source.stem}.{fmt}")]
-    if not source.is_dir():
+        pairs = [(source, target if names_a_file(target) else target / f"{source.stem}.{fmt}")]
+    elif source.is_dir():
+        if names_a_file(target):
+            raise click.BadParameter(f"{target}: a folder of inputs needs an output folder",
+                                     param_hint="--output")  # fmt: skip
+        files = sorted(p for p in source.iterdir() if p.is_file())
+        pairs = [(p, target / f"{p.stem}.{fmt}") for p in files]
+    else:
         raise click.BadParameter(f"{source}: no such file or folder", param_hint="--input")
-    if target.suffix and not target.is_dir():
-        raise click.BadParameter(f"{target}: a folder of inputs needs an output folder",
-                                 param_hint="--output")  # fmt: skip
-    return [(p, target / f"{p.stem}.{fmt}") for p in sorted(source.iterdir()) if p.is_file()]
+    writers: dict[Path, Path] = {}
+    for image, out in pairs:
+        if out.resolve() == image.resolve():
+            raise InputError(f"{out}: the output would overwrite its input")
+        if out in writers:
+            raise InputError(f"{writers[out]} and {image} would both be written to {out}")
+        writers[out] = image
+    return pairs
+
+
+# EXIF orientations that turn the picture by 90 degrees: width and height swap
+TRANSPOSED = {5, 6, 7, 8}
 
 
 def read_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the header, or None (with a warning) for an unreadable file."""
+    """(width, height) as the picture is shown (after its EXIF orientation), from the header;
+    or None (with a warning) for an unreadable file."""
     try:
         with Image.open(path) as image:
-            return image.size
+            width, height = image.size
+            if image.getexif().get(ExifTags.Base.Orientation) in TRANSPOSED:
+                return height, width
+            return width, height
     except (UnidentifiedImageError, OSError) as exc:
         log.warning("skipped %s: not a readable image (%s)", path, exc)
         return None
 
 
 def load_rgb(path: Path) -> np.ndarray | None:
+    """The picture upright (a camera's EXIF orientation applied), as RGB."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:  # a header that reads, pixels that don't
         log.warning("skipped %s: not a readable image (%s)", path, exc)
         return None
@@ -119,13 +143,21 @@ def upscale_files(
             loaded = [(pair, load_rgb(pair[0])) for pair in group]
             ready = [(pair, pixels) for pair, pixels in loaded if pixels is not None]
             skipped += len(loaded) - len(ready)
-            if ready:
-                stack = np.stack([pixels for _, pixels in ready])
+            # the header's size is a promise the pixels may break: stack equal shapes only
+            for shape in dict.fromkeys(pixels.shape for _, pixels in ready):
+                same = [(pair, pixels) for pair, pixels in ready if pixels.shape == shape]
+                stack = np.stack([pixels for _, pixels in same])
                 lr = torch.from_numpy(stack).to(device).permute(0, 3, 1, 2).float() / 255.0
-                sr = run_generator(generator, lr, tile, overlap, dtype).permute(0, 2, 3, 1)
-                for ((_, target), _), image in zip(ready, sr.cpu().numpy(), strict=True):
+                try:
+                    sr = run_generator(generator, lr, tile, overlap, dtype).permute(0, 2, 3, 1)
+                except torch.OutOfMemoryError:
+                    raise click.ClickException(
+                        f"out of memory on {len(same)} image(s) of {shape[1]}x{shape[0]} "
+                        f"({same[0][0][0]}): pass --tile 256, or a smaller --batch-size"
+                    ) from None
+                for ((_, target), _), image in zip(same, sr.cpu().numpy(), strict=True):
                     save(image, target)
-                written += len(ready)
+                written += len(same)
             bar.update(len(group))
     return written, skipped
 

@@ -76,8 +76,33 @@ def test_a_single_file_in_the_format_of_its_extension_and_exit_0(tmp_path, capsy
                 "--output", tmp_path / "big.jpg") == 0  # fmt: skip
     with Image.open(tmp_path / "big.jpg") as out:
         assert out.format == "JPEG" and out.size == (64, 80)
-    assert _run("--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "x.nope") == 2
+    assert _run("--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "sr",
+                "--format", "nope") == 2  # fmt: skip
     assert "unknown image extension '.nope'" in capsys.readouterr().err
+
+
+def test_photos_are_upright_and_no_output_is_written_twice_or_over_its_input(tmp_path, capsys):
+    checkpoint, _ = _checkpoint(tmp_path / "ckpt", scale=4)
+    source = tmp_path / "in"
+    source.mkdir()
+    upright = Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 20, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # as a camera held upright writes it: stored turned, shown upright
+    upright.transpose(Image.Transpose.ROTATE_90).save(source / "turned.png", exif=exif)
+    upright.save(source / "flat.png")  # the same picture: one batch of two once turned
+    assert _run("--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out") == 0
+    out = tmp_path / "out"
+    turned, flat = (np.asarray(Image.open(out / n)) for n in ("turned.png", "flat.png"))
+    assert flat.shape == (48, 80, 3) and np.array_equal(turned, flat)
+
+    upright.save(source / "flat.jpg")  # flat.jpg and flat.png: both would be out/flat.png
+    assert _run("--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out") == 2
+    assert "flat.jpg and " in capsys.readouterr().err
+    lone = tmp_path / "lone.png"
+    upright.save(lone)
+    assert _run("--checkpoint", checkpoint, "--input", lone, "--output", lone) == 2
+    assert "the output would overwrite its input" in capsys.readouterr().err
+    assert Image.open(lone).size == (20, 12)
 
 
 def test_tiles_match_the_whole_image_within_one_grey_level():
