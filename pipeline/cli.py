@@ -43,6 +43,11 @@ def parse(command: click.Command, argv: Sequence[str] | None) -> Any:
     return value
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception as one line: its message's first, or its type when it has none."""
+    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 class InputError(click.ClickException):
     """Bad input (a missing or unreadable file): exit status 2, as for a bad flag."""
 

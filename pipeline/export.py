@@ -21,7 +21,7 @@ from torch import nn
 from torch.export import Dim
 
 from pipeline.checkpoint import CheckpointError, find_checkpoint, generator_from
-from pipeline.cli import InputError, run_command
+from pipeline.cli import InputError, first_line, run_command
 from preprocess.atomic import tmp_path
 
 INPUT, OUTPUT = "lr", "sr"
@@ -31,8 +31,12 @@ CHECK_SHAPES = ((1, 37, 53), (2, 48, 48), (3, 16, 24))
 TOLERANCE = 1e-4
 
 
-def export_onnx(generator: nn.Module, path: Path, opset: int | None = None) -> None:
-    """Write `generator` as an ONNX graph with dynamic batch, height and width, atomically."""
+def export_onnx(
+    generator: nn.Module, path: Path, opset: int | None = None, check: bool = True
+) -> float | None:
+    """Write `generator` as an ONNX graph with dynamic batch, height and width. With `check`,
+    the graph is run with onnxruntime against PyTorch (returns the largest difference) BEFORE it
+    replaces `path`, so a bad export never overwrites a good file."""
     generator = generator.cpu().eval()
     example = torch.zeros(2, 3, 16, 16)  # sizes above 1, or the exporter pins them
     program = torch.onnx.export(
@@ -49,7 +53,11 @@ def export_onnx(generator: nn.Module, path: Path, opset: int | None = None) -> N
     tmp = tmp_path(path)
     try:
         program.save(tmp, external_data=False)
+        worst = onnx_difference(tmp, generator) if check else None
+        if worst is not None and worst > TOLERANCE:
+            raise ValueError(f"onnxruntime differs from PyTorch by {worst:.2e} (> {TOLERANCE:g})")
         tmp.replace(path)
+        return worst
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -110,14 +118,13 @@ def cli(checkpoint: Path, onnx_path: Path, weights: str, opset: int | None, chec
         generator = generator_from(state, found, weights)
     except CheckpointError as exc:
         raise InputError(str(exc)) from None
-    export_onnx(generator, onnx_path, opset)
+    try:
+        worst = export_onnx(generator, onnx_path, opset, check)
+    except (ValueError, RuntimeError, ImportError, OSError) as exc:
+        raise click.ClickException(f"{onnx_path} not written: {first_line(exc)}") from None
     line = f"{onnx_path}: x{generator.scale} generator from {found}"
-    if check:
-        worst = onnx_difference(onnx_path, generator)
+    if worst is not None:
         line += f"; onnxruntime vs PyTorch: max |difference| {worst:.2e}"
-        if worst > TOLERANCE:
-            onnx_path.unlink()
-            raise click.ClickException(f"{line} exceeds {TOLERANCE:g}: removed {onnx_path}")
     click.echo(f"pipeline.export: {line}")
 
 

@@ -60,6 +60,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 
 @contextlib.contextmanager
 def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """torch.autocast in `dtype`, or nothing for fp32 (autocast has no fp32 mode)."""
     if dtype == torch.float32:
         yield
         return
@@ -84,19 +85,22 @@ def super_resolve(
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """SR of a batch `lr` (N, 3, H, W) in [0, 1] as uint8 (N, 3, sH, sW); `tile` > 0 runs
-    tiles of at most tile x tile LR pixels (plus `overlap` of context on each side)."""
+    tiles of at most tile x tile LR pixels (plus `overlap` of context on each side) and
+    returns the result on the CPU."""
     if tile < 0 or overlap < 0:
         raise ValueError(f"tile and overlap must be >= 0, got {tile} and {overlap}")
     s = generator.scale
     n, _, height, width = lr.shape
-    out = torch.empty(n, 3, height * s, width * s, dtype=torch.uint8, device=lr.device)
     device = lr.device
+    # tiled, the output gathers in host memory: only tiles live on the device
+    out_device = torch.device("cpu") if tile > 0 else device
+    out = torch.empty(n, 3, height * s, width * s, dtype=torch.uint8, device=out_device)
     for y0, y1, cy0, cy1 in tile_boxes(height, tile, overlap):
         for x0, x1, cx0, cx1 in tile_boxes(width, tile, overlap):
             with autocast(device, dtype):
                 sr = generator.model(lr[:, :, cy0:cy1, cx0:cx1])
             core = sr[:, :, (y0 - cy0) * s : (y1 - cy0) * s, (x0 - cx0) * s : (x1 - cx0) * s]
-            out[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = to_uint8(core)
+            out[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = to_uint8(core).to(out_device)
     return out
 
 

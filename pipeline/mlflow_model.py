@@ -10,11 +10,14 @@ above 1.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 REGISTRY_PREFIX = "srgan-celeba-x"
 # (N, 3, H, W) in [0, 1] -> (N, 3, scale*H, scale*W) in [-1, 1]
@@ -23,10 +26,12 @@ EXAMPLE_SIDE = 8  # any size above 1 keeps H and W dynamic; small keeps logging 
 
 
 def registry_name(scale: int) -> str:
+    """One registered model per scale: versions of one name are comparable."""
     return f"{REGISTRY_PREFIX}{scale}"
 
 
 def signature() -> Any:
+    """Batch, height and width open (-1): what keeps them dynamic in MLflow's torch.export."""
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
@@ -57,11 +62,14 @@ def log_generator(
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
     )
     if registered_name is not None and version_tags:
-        client = mlflow.MlflowClient()
-        for key, value in version_tags.items():
-            client.set_model_version_tag(
-                registered_name, str(info.registered_model_version), key, str(value)
-            )
+        version = str(info.registered_model_version)
+        try:
+            client = mlflow.MlflowClient()
+            for key, value in version_tags.items():
+                client.set_model_version_tag(registered_name, version, key, str(value))
+        except Exception as exc:  # noqa: BLE001 - logged and registered: never register twice
+            log.warning("MLflow: %s version %s registered without all its tags (%s)",
+                        registered_name, version, str(exc).splitlines()[0])  # fmt: skip
     return info
 
 
@@ -79,6 +87,7 @@ def version_tags(
 
 
 def is_model_uri(text: str) -> bool:
+    """MLflow's model URIs, as opposed to a checkpoint path."""
     return text.startswith(("models:/", "runs:/"))
 
 

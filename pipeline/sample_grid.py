@@ -58,7 +58,9 @@ class SampleGrid:
             )
 
     def render(self) -> Image.Image:
-        height, width = self.tiles[0][0].shape[:2]
+        # faces of an image folder may differ in size: cells fit the largest
+        height = max(row[0].shape[0] for row in self.tiles)
+        width = max(row[0].shape[1] for row in self.tiles)
         cell_w, cell_h = width + GAP, height + CAPTION + GAP
         canvas = Image.new(
             "RGB", (len(COLUMNS) * cell_w + GAP, HEADER + len(self.tiles) * cell_h), BACKGROUND
@@ -72,7 +74,7 @@ class SampleGrid:
             for column, (tile, caption) in enumerate(zip(tiles, captions, strict=True)):
                 left = GAP + column * cell_w
                 canvas.paste(Image.fromarray(tile), (left, top))
-                draw.text((left + 2, top + height + 1), caption, fill=INK, font=font)
+                draw.text((left + 2, top + tile.shape[0] + 1), caption, fill=INK, font=font)
         return canvas
 
     def write(self, path: Path) -> None:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.cli import first_line
 from pipeline.journal import Journal, Record, load, read_run
 from pipeline.mlflow_model import log_generator
 
@@ -90,7 +91,7 @@ class Tracker:
             log.warning(
                 "MLflow at %s failed at the start (%s); training goes on, the records are "
                 "kept in %s for `python -m pipeline.tracking sync`",
-                self.uri, _first_line(exc), self.journal.path,
+                self.uri, first_line(exc), self.journal.path,
             )  # fmt: skip
         self.journal.write_run({"uri": self.uri, "run_id": self.run_id, "experiment": experiment,
                                 "run_name": run_name, "tags": tags})  # fmt: skip
@@ -138,7 +139,7 @@ class Tracker:
                 return
             except Exception as exc:  # noqa: BLE001
                 log.warning("MLflow: the model was not logged (%s); `sync` will log it",
-                            _first_line(exc))  # fmt: skip
+                            first_line(exc))  # fmt: skip
         self._record({"kind": "model", "name": name, "registered_name": registered_name,
                       "version_tags": version_tags})  # fmt: skip
 
@@ -174,7 +175,7 @@ class Tracker:
                 # hook cannot mark it FINISHED
                 _mlflow().end_run(status=status)
             except Exception as exc:  # noqa: BLE001
-                log.warning("MLflow: could not close the run (%s)", _first_line(exc))
+                log.warning("MLflow: could not close the run (%s)", first_line(exc))
         self.enabled = False
 
     def flush(self, timeout: float) -> bool:
@@ -226,7 +227,7 @@ class Tracker:
                     failing_since = time.monotonic()
                     log.warning(
                         "MLflow at %s unreachable (%s); training goes on, records are kept in "
-                        "%s and sent when it is back", self.uri, _first_line(exc), journal.path,
+                        "%s and sent when it is back", self.uri, first_line(exc), journal.path,
                     )  # fmt: skip
                 with self._wake:
                     self._wake.wait(timeout=delay)
@@ -314,18 +315,25 @@ def _artifacts(uri: str, experiment: str) -> str | None:
 
 
 def _log_newest_generator(client: Any, run_id: str, run_dir: Path, record: Record) -> None:
-    from pipeline.checkpoint import find_checkpoint, generator_from
+    """The model the run could not log: the newest checkpoint's generator. Its version keeps the
+    journalled scores only if that checkpoint is the step they were measured at (a run resumed
+    for more steps before `sync` has newer weights). No checkpoint left: a warning, no model."""
+    from pipeline.checkpoint import CheckpointError, find_checkpoint, generator_from
 
-    path, state = find_checkpoint(run_dir)
-    tags = {**record.get("version_tags", {}), "run_id": run_id, "step": state.get("step")}
+    try:
+        path, state = find_checkpoint(run_dir)
+    except CheckpointError as exc:
+        log.warning("MLflow: the model is not logged: %s", exc)
+        return
+    tags = dict(record.get("version_tags", {}))
+    if state.get("step") is not None and str(state["step"]) != str(tags.get("step")):
+        tags = {k: v for k, v in tags.items() if not k.startswith("val_")}
+        tags["step"] = state["step"]
+    tags["run_id"] = run_id
     mlflow = _mlflow()
     with mlflow.start_run(run_id=run_id):
         log_generator(generator_from(state, path), record["name"],
                       record.get("registered_name"), tags)  # fmt: skip
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -25,7 +25,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from pipeline.checkpoint import CheckpointError
-from pipeline.cli import InputError, run_command
+from pipeline.cli import InputError, first_line, run_command
 from pipeline.inference import PRECISIONS, Generator, load_generator, resolve_precision
 from pipeline.inference import super_resolve as run_generator
 from preprocess.atomic import tmp_path
@@ -33,6 +33,8 @@ from preprocess.atomic import tmp_path
 log = logging.getLogger("pipeline.upscale")
 PARTIAL = 3  # exit status: done, but some inputs were skipped
 SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
+# what makes one input unusable (its header, its pixels, or a size past PIL's bomb limit)
+UNREADABLE = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError)
 
 
 def output_format(path: Path) -> str:
@@ -60,7 +62,11 @@ def plan_outputs(source: Path, target: Path, fmt: str) -> list[tuple[Path, Path]
             raise click.BadParameter(f"{target}: a folder of inputs needs an output folder",
                                      param_hint="--output")  # fmt: skip
         files = sorted(p for p in source.iterdir() if p.is_file())
-        pairs = [(p, target / f"{p.stem}.{fmt}") for p in files]
+        images = [p for p in files if p.suffix.lower() in Image.registered_extensions()]
+        if len(images) < len(files):  # sidecars (.xmp, .json), notes: not inputs at all
+            log.info("%d files in %s without an image extension left alone",
+                     len(files) - len(images), source)  # fmt: skip
+        pairs = [(p, target / f"{p.stem}.{fmt}") for p in images]
     else:
         raise click.BadParameter(f"{source}: no such file or folder", param_hint="--input")
     writers: dict[Path, Path] = {}
@@ -86,17 +92,26 @@ def read_size(path: Path) -> tuple[int, int] | None:
             if image.getexif().get(ExifTags.Base.Orientation) in TRANSPOSED:
                 return height, width
             return width, height
-    except (UnidentifiedImageError, OSError) as exc:
+    except UNREADABLE as exc:
         log.warning("skipped %s: not a readable image (%s)", path, exc)
         return None
 
 
 def load_rgb(path: Path) -> np.ndarray | None:
-    """The picture upright (a camera's EXIF orientation applied), as RGB."""
+    """The picture upright (a camera's EXIF orientation applied), as 8-bit RGB: 16-bit grey
+    scaled down (not clipped), an alpha channel dropped with a warning."""
     try:
         with Image.open(path) as image:
-            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:  # a header that reads, pixels that don't
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                grey = np.asarray(image).astype(np.float64)
+                grey = grey / 257.0 if image.mode != "I" or grey.max() > 255 else grey
+                return np.repeat(grey.round().astype(np.uint8)[..., None], 3, axis=2)
+            if "A" in image.getbands() or "transparency" in image.info:
+                log.warning("%s: its alpha channel is dropped (transparent pixels are upscaled "
+                            "as the colour they hold)", path)  # fmt: skip
+            return np.asarray(image.convert("RGB"))
+    except UNREADABLE as exc:  # a header that reads, pixels that don't
         log.warning("skipped %s: not a readable image (%s)", path, exc)
         return None
 
@@ -118,12 +133,48 @@ def batches(
     return groups, unreadable
 
 
-def save(image: np.ndarray, target: Path) -> None:
+def save(image: np.ndarray, target: Path) -> bool:
+    """Write atomically; a failure (a full disk, a folder in the way) is a warning and False,
+    never a crash halfway through a folder."""
     fmt = output_format(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path(target)
-    Image.fromarray(image).save(tmp, format=fmt, **SAVE_OPTIONS.get(fmt, {}))
-    tmp.replace(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(tmp, format=fmt, **SAVE_OPTIONS.get(fmt, {}))
+        tmp.replace(target)
+        return True
+    except (OSError, ValueError) as exc:
+        log.warning("skipped %s: %s not written (%s)", target.name, target, exc)
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def run_and_save(
+    generator: Generator,
+    same: list[tuple[tuple[Path, Path], np.ndarray]],
+    device: torch.device,
+    tile: int,
+    overlap: int,
+    dtype: torch.dtype,
+) -> int:
+    """SR of same-shape images as one batch; returns how many were written. Out of memory, a
+    batch is retried image by image, and an image that still does not fit is skipped."""
+    try:
+        stack = np.stack([pixels for _, pixels in same])
+        lr = torch.from_numpy(stack).to(device).permute(0, 3, 1, 2).float() / 255.0
+        sr = run_generator(generator, lr, tile, overlap, dtype).permute(0, 2, 3, 1).cpu()
+    except torch.OutOfMemoryError:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(same) > 1:
+            return sum(run_and_save(generator, [one], device, tile, overlap, dtype) for one in same)
+        height, width = same[0][1].shape[:2]
+        log.warning("skipped %s: out of memory at %dx%d; pass --tile 256", same[0][0][0],
+                    width, height)  # fmt: skip
+        return 0
+    targets = [target for (_, target), _ in same]
+    return sum(save(image, target) for target, image in zip(targets, sr.numpy(), strict=True))
 
 
 def upscale_files(
@@ -136,30 +187,18 @@ def upscale_files(
     dtype: torch.dtype = torch.float32,
 ) -> tuple[int, int]:
     """Write the SR image of every readable input; returns (written, skipped)."""
-    groups, skipped = batches(pairs, batch_size)
+    groups, unreadable = batches(pairs, batch_size)
     written = 0
-    with tqdm(total=len(pairs) - skipped, unit="img", desc=f"x{generator.scale}") as bar:
+    with tqdm(total=len(pairs) - unreadable, unit="img", desc=f"x{generator.scale}") as bar:
         for group in groups:
             loaded = [(pair, load_rgb(pair[0])) for pair in group]
             ready = [(pair, pixels) for pair, pixels in loaded if pixels is not None]
-            skipped += len(loaded) - len(ready)
             # the header's size is a promise the pixels may break: stack equal shapes only
             for shape in dict.fromkeys(pixels.shape for _, pixels in ready):
                 same = [(pair, pixels) for pair, pixels in ready if pixels.shape == shape]
-                stack = np.stack([pixels for _, pixels in same])
-                lr = torch.from_numpy(stack).to(device).permute(0, 3, 1, 2).float() / 255.0
-                try:
-                    sr = run_generator(generator, lr, tile, overlap, dtype).permute(0, 2, 3, 1)
-                except torch.OutOfMemoryError:
-                    raise click.ClickException(
-                        f"out of memory on {len(same)} image(s) of {shape[1]}x{shape[0]} "
-                        f"({same[0][0][0]}): pass --tile 256, or a smaller --batch-size"
-                    ) from None
-                for ((_, target), _), image in zip(same, sr.cpu().numpy(), strict=True):
-                    save(image, target)
-                written += len(same)
+                written += run_and_save(generator, same, device, tile, overlap, dtype)
             bar.update(len(group))
-    return written, skipped
+    return written, len(pairs) - written
 
 
 @click.command(
@@ -229,13 +268,16 @@ def cli(checkpoint: str, source: Path, target: Path, fmt: str, weights: str, bat
     pairs = plan_outputs(source, target, fmt)
     for _, out in pairs[:1]:
         output_format(out)
-    place = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        place = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as exc:
+        raise click.BadParameter(str(exc).splitlines()[0], param_hint="--device") from None
     try:
         generator = load_generator(checkpoint, place, weights)
     except CheckpointError as exc:
         raise InputError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - MLflow's errors, one line
-        raise InputError(f"{checkpoint}: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"{checkpoint}: {first_line(exc)}") from None
     dtype = resolve_precision(precision, place)
     started = time.perf_counter()
     written, skipped = upscale_files(generator, pairs, place, batch_size, tile, tile_overlap,

@@ -24,6 +24,7 @@ def registered(tmp_path_factory):
     folder = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("registry-test")  # not the experiment an earlier test left active
     torch.manual_seed(0)
     generator = SRResNet(4, blocks=1, channels=8).eval()
     val = {"val/sr_psnr_y": 27.123456, "val/sr_ssim_y": 0.81, "val/bicubic_psnr_y": 25.0}

@@ -36,3 +36,15 @@ def test_grid_has_labelled_columns_and_each_images_scores(tmp_path):
         assert (label < 128).any() and (caption < 128).any()
     first_sr = pixels[HEADER : HEADER + 32, GAP + 2 * cell : GAP + 2 * cell + 32]
     assert np.array_equal(first_sr, sr01[0].mul(255).round().byte().permute(1, 2, 0).numpy())
+
+
+def test_faces_of_different_sizes_each_fit_their_cell():
+    grid = SampleGrid(wanted=2, scale=4)
+    for side in (8, 20):  # an image folder's faces need not share a size
+        hr01 = torch.rand(1, 3, side * 4, side * 4)
+        grid.add(torch.nn.functional.avg_pool2d(hr01, 4), hr01, hr01)
+    pixels = np.asarray(grid.render())
+    cell = 80 + GAP
+    assert pixels.shape == (HEADER + 2 * (80 + CAPTION + GAP), len(COLUMNS) * cell + GAP, 3)
+    hr_of_second = pixels[HEADER + cell + CAPTION :][:80, GAP + 3 * cell :][:, :80]
+    assert np.array_equal(hr_of_second, grid.tiles[1][3])

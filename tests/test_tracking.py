@@ -159,7 +159,8 @@ def test_a_run_started_while_the_server_was_down_is_made_by_sync(tmp_path, caplo
     generator = SRResNet(4, blocks=1, channels=4)
     state = {"step": 1, "config": cfg.to_dict(), "model": {"generator": generator.state_dict()}}
     save_checkpoint(tmp_path / "run" / "checkpoints", 1, state, keep=1)
-    tracker.log_model(generator, "generator", "srgan-celeba-x4", {"val_psnr_y": "30.0000"})
+    tracker.log_model(generator, "generator", "srgan-celeba-x4",
+                      {"step": 1, "val_psnr_y": "30.0000"})  # fmt: skip
     tracker.end("FINISHED")
     uri = _uri(tmp_path)
     assert tracking.main(["sync", str(tmp_path / "run"), "--tracking-uri", uri]) == 0

@@ -45,18 +45,18 @@ def test_upscale_a_folder_with_the_checkpoints_scale(tmp_path, caplog, capsys):
     faces = sorted((shared_celeba() / "img_align_celeba").iterdir())[:3]
     for face, size in zip(faces, [(20, 24), (20, 24), (18, 14)], strict=True):
         Image.open(face).resize(size).save(source / f"{face.stem}.png")
-    (source / "notes.txt").write_text("not an image")
+    (source / "notes.txt").write_text("not an image, and not named as one: left alone")
+    (source / "broken.png").write_bytes(b"named as an image, but not one")
 
     with caplog.at_level(logging.WARNING):
         code = _run("--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out",
                     "--batch-size", 2)  # fmt: skip
     assert code == upscale.PARTIAL  # one input skipped: the status says so
-    assert "3 images upscaled x8" in capsys.readouterr().out.replace(", 1 skipped", "")
+    assert "3 images upscaled x8 to " in capsys.readouterr().out
     outputs = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert outputs == [f"{f.stem}.png" for f in faces]
-    assert any(
-        "skipped" in r.getMessage() and "notes.txt" in r.getMessage() for r in caplog.records
-    )
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "skipped" in warnings[0] and "broken.png" in warnings[0]
     for face in faces:  # two sizes, one batch of two and one of one: each as if alone
         image = Image.open(tmp_path / "out" / f"{face.stem}.png")
         lr_size = Image.open(source / f"{face.stem}.png").size
@@ -65,6 +65,24 @@ def test_upscale_a_folder_with_the_checkpoints_scale(tmp_path, caplog, capsys):
             np.asarray(image, np.int16) - _expected(generator, source / f"{face.stem}.png")
         )
         assert difference.max() <= 1
+
+
+def test_an_output_that_cannot_be_written_is_skipped_and_16_bit_grey_is_scaled(tmp_path):
+    checkpoint, generator = _checkpoint(tmp_path / "ckpt", scale=4)
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    ramp = np.linspace(0, 65535, 16 * 12).reshape(12, 16).astype(np.uint16)
+    Image.fromarray(ramp).save(source / "a.png")  # 16-bit grey, 0..65535
+    Image.fromarray((ramp // 257).astype(np.uint8)).convert("RGB").save(source / "b.png")
+    (out / "a.png").mkdir(parents=True)  # a folder where a.png should go
+    assert _run("--checkpoint", checkpoint, "--input", source, "--output", out) == upscale.PARTIAL
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]  # no .tmp left behind
+    b = np.asarray(Image.open(out / "b.png"), np.int16)
+    assert np.abs(b - _expected(generator, source / "b.png")).max() <= 1
+    (out / "a.png").rmdir()
+    assert _run("--checkpoint", checkpoint, "--input", source / "a.png", "--output", out) == 0
+    a = np.asarray(Image.open(out / "a.png"), np.int16)
+    assert np.abs(a - b).max() <= 1  # scaled to 8 bits as b was, not clipped to white
 
 
 def test_a_single_file_in_the_format_of_its_extension_and_exit_0(tmp_path, capsys):
