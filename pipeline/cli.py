@@ -74,6 +74,16 @@ def run_command(command: click.Command, argv: Sequence[str] | None) -> int:
     return status if isinstance(status, int) else 0
 
 
+# which of a checkpoint's generator weights a command uses (pipeline/checkpoint.py)
+weights_option = click.option(
+    "--weights",
+    type=click.Choice(["ema", "raw"]),
+    default="ema",
+    show_default=True,
+    help="G's weight average if the checkpoint has one, or its raw weights",
+)
+
+
 def with_default(help_text: str | None, default: str) -> str:
     """Help for an option whose value is None when not given, where click would show no default;
     laid out as click lays out the defaults it shows."""

@@ -37,7 +37,7 @@ from pipeline.checkpoint import (
     generator_from,
     generator_weights,
 )
-from pipeline.cli import CommandLineDone, on_off, parse, with_default
+from pipeline.cli import CommandLineDone, on_off, parse, weights_option, with_default
 from pipeline.data import (
     Batch,
     LoaderConfig,
@@ -346,12 +346,7 @@ def _metric(
     type=click.Path(path_type=Path),
     help=with_default("PNG: LR | bicubic | SR | HR of the first faces", "none"),
 )
-@click.option(
-    "--weights",
-    type=click.Choice(["ema", "raw"]),
-    default="ema",
-    help="G's weight average if the checkpoint has one, or its raw weights",
-)
+@weights_option
 @_metric("lpips", "alexnet", "LPIPS (AlexNet)")
 @_metric("fid", "inception", "FID (InceptionV3)")
 def command_line(**args: Any) -> SimpleNamespace:

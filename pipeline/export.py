@@ -21,7 +21,7 @@ from torch import nn
 from torch.export import Dim
 
 from pipeline.checkpoint import CheckpointError, find_checkpoint, generator_from
-from pipeline.cli import InputError, first_line, run_command
+from pipeline.cli import InputError, first_line, run_command, weights_option
 from preprocess.atomic import tmp_path
 
 INPUT, OUTPUT = "lr", "sr"
@@ -101,12 +101,7 @@ def onnx_difference(
     type=click.Path(path_type=Path),
     help="the .onnx file to write",
 )
-@click.option(
-    "--weights",
-    type=click.Choice(["ema", "raw"]),
-    default="ema",
-    help="G's weight average if the checkpoint has one, or its raw weights",
-)
+@weights_option
 @click.option("--opset", type=int, default=None, help="ONNX opset  [default: the exporter's]")
 @click.option("--check/--no-check", default=True,
               help=f"run the file with onnxruntime against PyTorch at (batch, H, W) "

@@ -25,7 +25,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from pipeline.checkpoint import CheckpointError
-from pipeline.cli import InputError, first_line, run_command
+from pipeline.cli import InputError, first_line, run_command, weights_option
 from pipeline.inference import PRECISIONS, Generator, load_generator, resolve_precision
 from pipeline.inference import super_resolve as run_generator
 from preprocess.atomic import tmp_path
@@ -232,12 +232,7 @@ def upscale_files(
     default="png",
     help="the extension of outputs written into a folder (png, jpg, webp, tiff, ...)",
 )
-@click.option(
-    "--weights",
-    type=click.Choice(["ema", "raw"]),
-    default="ema",
-    help="a checkpoint's weight average if it has one, or its raw weights",
-)
+@weights_option
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=8, help="same-size images per forward pass"
 )
