@@ -55,6 +55,7 @@ from pipeline.distributed import (
     init_distributed,
     sum_over_ranks,
 )
+from pipeline.generator_file import GeneratorFileError, is_generator_file, read_generator_file
 from pipeline.metrics import bicubic_upscale, psnr, ssim
 from pipeline.perceptual import (
     LPIPS,
@@ -305,7 +306,8 @@ def _metric(
     "--checkpoint",
     type=click.Path(path_type=Path),
     required=True,
-    help="a checkpoint file, or a run folder (its newest readable checkpoint)",
+    help="a checkpoint file, a run folder (its newest readable checkpoint), or a released "
+    ".safetensors file",
 )
 @click.option(
     "--data",
@@ -409,6 +411,22 @@ def _agreed_checkpoint(given: Path, place: ProcessPlace) -> tuple[Path, dict]:
     return find_checkpoint(gather_objects(found)[0])
 
 
+def _agreed_generator(given: Path, which: str, place: ProcessPlace) -> tuple[Path, nn.Module, dict]:
+    """The generator to score and what it is (scale, step, phase, ema or raw weights): from a
+    released weights file, or from the checkpoint every rank agreed on."""
+    if is_generator_file(given):
+        model, meta = read_generator_file(given)
+        made = {"scale": model.scale, "step": int(meta.get("step", 0)),
+                "phase": meta.get("phase"), "weights": meta.get("weights", "ema")}  # fmt: skip
+        return given, model, made
+    path, state = _agreed_checkpoint(given, place)
+    config = state.get("config", {})
+    made = {"scale": config.get("scale"), "step": int(state.get("step", 0)),
+            "phase": config.get("phase"),
+            "weights": generator_weights(state["model"], which)[1]}  # fmt: skip
+    return path, generator_from(state, path, which), made
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
@@ -418,12 +436,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(place)
     device = init_distributed(place)
     try:
-        path, state = _agreed_checkpoint(args.checkpoint, place)
-        made_for = state.get("config", {}).get("scale")
-        if made_for != args.scale:
-            raise CheckpointError(f"{path}: made for scale {made_for}, not {args.scale}")
-        generator = generator_from(state, path, args.weights).to(device)
-        _, weights = generator_weights(state["model"], args.weights)
+        path, generator, made = _agreed_generator(args.checkpoint, args.weights, place)
+        if made["scale"] != args.scale:
+            raise CheckpointError(f"{path}: made for scale {made['scale']}, not {args.scale}")
+        generator, weights = generator.to(device), made["weights"]
         lpips = load_lpips(args.lpips, args.alexnet_weights, place)
         fid = load_fid(args.fid, args.inception_weights, place)
         loader_cfg = LoaderConfig(data=args.data or Path(), split=args.split, scale=args.scale,
@@ -433,17 +449,17 @@ def main(argv: list[str] | None = None) -> int:
                           grid_path=args.grid, images=args.images,
                           lpips=lpips.to(device) if lpips else None,
                           fid=fid.to(device) if fid else None)  # fmt: skip
-    except (CheckpointError, ShardError, ValueError, WeightsMissing) as exc:
+    except (CheckpointError, GeneratorFileError, ShardError, ValueError, WeightsMissing) as exc:
         print(f"pipeline.evaluate: error: {exc}", file=sys.stderr)
         return 2
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     if place.is_main:
-        step = int(state.get("step", 0))
+        step = made["step"]
         print(report(scores, path, step, f"{args.precision}, {weights} weights"))
         if args.markdown:
-            phase = state.get("config", {}).get("phase")
+            phase = made["phase"]
             model = "SRGAN" if phase == "gan" else "SRResNet"
             label = args.label or f"{model} (this pipeline, step {step:,}, {weights} weights)"
             print(markdown_rows(scores, label))

@@ -1,7 +1,8 @@
 """Export a trained generator to ONNX, for runtimes without PyTorch (onnxruntime, TensorRT).
 
-    srgan-export --checkpoint CKPT|RUN_DIR --onnx FILE
-    python -m pipeline.export --checkpoint CKPT|RUN_DIR --onnx FILE
+    srgan-export --checkpoint CKPT|RUN_DIR|WEIGHTS.safetensors|MODEL_URI --onnx FILE
+    srgan-export --model x4|x8 --onnx FILE      # a generator shipped in models/
+    python -m pipeline.export ...the same flags...
 
 The graph takes any batch, height and width: input `lr` (N, 3, H, W) float32 in [0, 1], output
 `sr` (N, 3, scale*H, scale*W) in [-1, 1] (as pipeline.upscale maps it: (sr + 1) * 127.5). It is
@@ -20,8 +21,17 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from pipeline.checkpoint import CheckpointError, find_checkpoint, generator_from
-from pipeline.cli import InputError, first_line, run_command, weights_option
+from pipeline.checkpoint import CheckpointError
+from pipeline.cli import (
+    InputError,
+    first_line,
+    generator_options,
+    generator_source,
+    run_command,
+    weights_option,
+)
+from pipeline.generator_file import GeneratorFileError
+from pipeline.inference import load_generator
 from preprocess.atomic import tmp_path
 
 INPUT, OUTPUT = "lr", "sr"
@@ -88,12 +98,7 @@ def onnx_difference(
     "pipeline.export",
     context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
 )
-@click.option(
-    "--checkpoint",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="a pipeline.train checkpoint, or a run folder (its newest checkpoint)",
-)
+@generator_options
 @click.option(
     "--onnx",
     "onnx_path",
@@ -106,18 +111,22 @@ def onnx_difference(
 @click.option("--check/--no-check", default=True,
               help=f"run the file with onnxruntime against PyTorch at (batch, H, W) "
                    f"{', '.join(str(s) for s in CHECK_SHAPES)}")  # fmt: skip
-def cli(checkpoint: Path, onnx_path: Path, weights: str, opset: int | None, check: bool) -> None:
+def cli(checkpoint: str | None, model: str | None, onnx_path: Path, weights: str,
+        opset: int | None, check: bool) -> None:  # fmt: skip
     """Export a trained generator to ONNX with dynamic batch, height and width."""
+    source = generator_source(checkpoint, model)
     try:
-        found, state = find_checkpoint(checkpoint)
-        generator = generator_from(state, found, weights)
-    except CheckpointError as exc:
+        loaded = load_generator(source, torch.device("cpu"), weights)
+    except (CheckpointError, GeneratorFileError) as exc:
         raise InputError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - MLflow's errors, one line
+        raise InputError(f"{source}: {first_line(exc)}") from None
+    generator, found = loaded.model, loaded.source
     try:
         worst = export_onnx(generator, onnx_path, opset, check)
     except (ValueError, RuntimeError, ImportError, OSError) as exc:
         raise click.ClickException(f"{onnx_path} not written: {first_line(exc)}") from None
-    line = f"{onnx_path}: x{generator.scale} generator from {found}"
+    line = f"{onnx_path}: x{loaded.scale} generator from {found}"
     if worst is not None:
         line += f"; onnxruntime vs PyTorch: max |difference| {worst:.2e}"
     click.echo(f"pipeline.export: {line}")

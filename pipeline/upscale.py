@@ -1,6 +1,8 @@
 """Super-resolve images with a trained generator.
 
-    srgan-upscale --checkpoint CKPT|RUN_DIR|MODEL_URI --input FILE|DIR --output FILE|DIR
+    srgan-upscale --input FILE|DIR --output FILE|DIR    # the shipped 4x (models/)
+    srgan-upscale --model x8 --input FILE|DIR --output FILE|DIR
+    srgan-upscale --checkpoint CKPT|RUN_DIR|WEIGHTS.safetensors|MODEL_URI --input ... --output ...
     python -m pipeline.upscale ...
 
 Each image is fed as it is (its whole frame is the LR image). Images of the same size go
@@ -25,7 +27,15 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from pipeline.checkpoint import CheckpointError
-from pipeline.cli import InputError, first_line, run_command, weights_option
+from pipeline.cli import (
+    InputError,
+    first_line,
+    generator_options,
+    generator_source,
+    run_command,
+    weights_option,
+)
+from pipeline.generator_file import GeneratorFileError
 from pipeline.inference import PRECISIONS, Generator, load_generator, resolve_precision
 from pipeline.inference import super_resolve as run_generator
 from preprocess.atomic import tmp_path
@@ -206,12 +216,7 @@ def upscale_files(
     context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
     epilog="Exit status: 0 all written, 3 some inputs skipped, 1/2 an error.",
 )
-@click.option(
-    "--checkpoint",
-    required=True,
-    help="a checkpoint file, a run folder (its newest checkpoint), or an MLflow model "
-    "URI: models:/srgan-celeba-x4/latest, runs:/RUN_ID/generator",
-)
+@generator_options
 @click.option(
     "--input",
     "source",
@@ -255,8 +260,9 @@ def upscale_files(
     help="auto: bf16 (or fp16) on GPUs, fp32 on the CPU",
 )
 @click.option("--device", default=None, help="cuda, cuda:1, cpu  [default: cuda if there is one]")
-def cli(checkpoint: str, source: Path, target: Path, fmt: str, weights: str, batch_size: int,
-        tile: int, tile_overlap: int, precision: str, device: str | None) -> None:  # fmt: skip
+def cli(checkpoint: str | None, model: str | None, source: Path, target: Path, fmt: str,
+        weights: str, batch_size: int, tile: int, tile_overlap: int, precision: str,
+        device: str | None) -> None:  # fmt: skip
     """Super-resolve an image or a folder of images with a trained generator."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     output_format(Path(f"x.{fmt}"))
@@ -267,12 +273,13 @@ def cli(checkpoint: str, source: Path, target: Path, fmt: str, weights: str, bat
         place = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError as exc:
         raise click.BadParameter(str(exc).splitlines()[0], param_hint="--device") from None
+    source_name = generator_source(checkpoint, model)
     try:
-        generator = load_generator(checkpoint, place, weights)
-    except CheckpointError as exc:
+        generator = load_generator(source_name, place, weights)
+    except (CheckpointError, GeneratorFileError) as exc:
         raise InputError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - MLflow's errors, one line
-        raise InputError(f"{checkpoint}: {first_line(exc)}") from None
+        raise InputError(f"{source_name}: {first_line(exc)}") from None
     dtype = resolve_precision(precision, place)
     started = time.perf_counter()
     written, skipped = upscale_files(generator, pairs, place, batch_size, tile, tile_overlap,
