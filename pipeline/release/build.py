@@ -90,7 +90,9 @@ def make_shards(job: ReleaseJob) -> Path:
         run_stage(
             "shard",
             [
-                "srgan-preprocess",
+                sys.executable,
+                "-m",
+                "preprocess.cli",
                 "shard",
                 "--celeba-root",
                 str(job.celeba_root),
