@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.archs import to_uint8
 from pipeline.checkpoint import find_checkpoint, generator_from
 from pipeline.generator_file import is_generator_file, read_generator_file
 from pipeline.mlflow_model import is_model_uri, load_generator_uri
@@ -118,8 +119,3 @@ def super_resolve(
             core = sr[:, :, (y0 - cy0) * s : (y1 - cy0) * s, (x0 - cx0) * s : (x1 - cx0) * s]
             out[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = to_uint8(core).to(out_device)
     return out
-
-
-def to_uint8(sr: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> the nearest of 256 grey levels."""
-    return sr.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)

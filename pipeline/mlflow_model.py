@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.archs import to_uint8
+
 log = logging.getLogger(__name__)
 
 REGISTRY_PREFIX = "srgan-celeba-x"
@@ -100,3 +102,21 @@ def load_generator_uri(uri: str, device: torch.device) -> tuple[nn.Module, int]:
     with torch.no_grad():
         probe = model(torch.zeros(1, 3, 4, 4, device=device))
     return model, probe.shape[-1] // 4
+
+
+# ---- serving: `mlflow models serve -m models:/srgan-celeba-x4/<version> --env-manager local` ----
+# The scoring server takes MLflow's tensor input: POST /invocations with JSON
+# {"inputs": [[[[...]]]]}, the LR images as (N, 3, H, W) floats in [0, 1] (RGB, rows, columns);
+# it answers {"predictions": [...]}, (N, 3, scale*H, scale*W) in [-1, 1]. These two turn an image
+# into that request and the answer back into 8-bit pixels, as srgan-upscale rounds them.
+
+
+def request_body(images: np.ndarray) -> dict[str, Any]:
+    """The JSON body for (N, H, W, 3) uint8 images (or one (H, W, 3) image)."""
+    batch = images[None] if images.ndim == 3 else images
+    return {"inputs": (batch.astype(np.float32) / 255.0).transpose(0, 3, 1, 2).tolist()}
+
+
+def images_from_response(body: dict[str, Any]) -> np.ndarray:
+    """(N, sH, sW, 3) uint8 from the scoring server's JSON answer."""
+    return to_uint8(torch.tensor(body["predictions"])).permute(0, 2, 3, 1).numpy()

@@ -95,3 +95,8 @@ class SRResNet(nn.Module):
         features = features + self.body_tail(self.body(features))
         sr = self.tail(self.upsample(features))
         return torch.tanh(sr) if self.output == "tanh" else sr
+
+
+def to_uint8(sr: torch.Tensor) -> torch.Tensor:
+    """SRResNet's output range [-1, 1] -> the nearest of 256 grey levels."""
+    return sr.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)

@@ -1,0 +1,113 @@
+"""launch/release.sh as a user runs it, at the smoke size: shards, trains 4x and 8x, keeps the
+EMA generators as half-precision files, scores those files, and writes results and a card that
+agree with the files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import PROJECT_ROOT
+from PIL import Image
+
+from pipeline.checkpoint import find_checkpoint
+from pipeline.generator_file import read_generator_file, sha256
+from pipeline.release import results_block
+from pipeline.release.card import BEGIN, END
+
+pytestmark = pytest.mark.slow
+FACES = 4  # "FSRNet's faces": HR crops made here from the sample's test faces
+
+
+@pytest.fixture(scope="module")
+def release(small_root, tmp_path_factory):
+    work = tmp_path_factory.mktemp("release")
+    faces = work / "faces"
+    faces.mkdir()
+    names = sorted((small_root / "img_align_celeba").iterdir())[-FACES:]
+    for path in names:  # HR 128 crops, as FSRNet's test faces are
+        Image.open(path).convert("RGB").crop((25, 45, 153, 173)).save(faces / f"{path.stem}.png")
+    result = subprocess.run(
+        ["bash", "launch/release.sh", str(small_root), "--size", "smoke", "--out",
+         str(work / "out"), "--fsrnet", str(faces)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return work / "out", json.loads((work / "out" / "release" / "results.json").read_text())
+
+
+def test_the_release_holds_the_ema_generators_it_scored(release, small_root):
+    out, results = release
+    counts = {"val": 12, "test": 8, "fsrnet": FACES}  # conftest's small_root: 40/12/8
+    assert set(results["models"]) == {"x4", "x8"}
+    for name, model in results["models"].items():
+        path = out / "release" / model["file"]
+        assert model["sha256"] == sha256(path) and model["bytes"] == path.stat().st_size
+        assert model["train"]["steps"] == 6 and model["train"]["images_seen"] == 24
+        assert {k: s["images"] for k, s in model["scores"].items()} == counts
+        for scores in model["scores"].values():
+            assert scores["sr"]["psnr_y"] != scores["bicubic"]["psnr_y"]
+        # the file is the run's weight average in half precision, not its raw weights
+        _, state = find_checkpoint(out / "runs" / name)
+        ema = state["model"]["generator_ema"]["weights"]
+        raw = state["model"]["generator"]
+        shipped = read_generator_file(path)[0].state_dict()
+        for key, tensor in ema.items():
+            want = tensor.half().float() if tensor.is_floating_point() else tensor
+            assert torch.equal(shipped[key], want), key
+        assert any(not torch.equal(shipped[k], raw[k].half().float())
+                   for k in raw if raw[k].is_floating_point())  # fmt: skip
+
+
+def test_the_card_names_every_file_its_data_and_terms(release):
+    out, results = release
+    card = (out / "release" / "README.md").read_text()
+    for model in results["models"].values():
+        assert model["sha256"] in card and model["train"]["command"] in card
+    assert results["commit"].split("+")[0] in card and "non-commercial" in card
+    assert "40 train, 12 val, 8 test" in card
+    x8 = results["models"]["x8"]["scores"]["fsrnet"]["sr"]["psnr_y"]
+    assert f"FSRNet (Chen et al. 2018) 26.66 dB: {x8 - 26.66:+.2f} dB" in card
+
+
+def test_check_finds_a_changed_file_and_table_updates_a_document(release, tmp_path):
+    out, results = release
+    check = [sys.executable, "-m", "pipeline.release", "check", str(out / "release")]
+    assert subprocess.run(check, cwd=PROJECT_ROOT, capture_output=True).returncode == 0
+    weights = out / "release" / results["models"]["x4"]["file"]
+    good = weights.read_bytes()
+    data = bytearray(good)
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    try:
+        bad = subprocess.run(check, cwd=PROJECT_ROOT, capture_output=True, text=True)
+    finally:
+        weights.write_bytes(good)
+    assert bad.returncode == 1 and "sha256 differs" in bad.stderr
+
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(f"# Results\n\n{BEGIN}\nold rows\n{END}\n\nafter\n")
+    update = [sys.executable, "-m", "pipeline.release", "table", str(out / "release"),
+              "--update", str(doc)]  # fmt: skip
+    assert subprocess.run(update, cwd=PROJECT_ROOT, capture_output=True).returncode == 0
+    text = doc.read_text()
+    assert "old rows" not in text and text.endswith("\n\nafter\n")
+    assert f"{BEGIN}\n{results_block(results)}\n{END}" in text
+    sr = results["models"]["x4"]["scores"]["test"]["sr"]
+    assert f"{sr['psnr_y']:.2f} / {sr['ssim_y']:.4f}" in text
+
+
+def test_the_released_file_upscales(release, tmp_path):
+    out, results = release
+    lr = np.random.default_rng(0).integers(0, 256, (20, 24, 3), np.uint8)
+    Image.fromarray(lr).save(tmp_path / "lr.png")
+    weights = out / "release" / results["models"]["x8"]["file"]
+    cmd = [sys.executable, "-m", "pipeline.upscale", "--checkpoint", str(weights),
+           "--input", str(tmp_path / "lr.png"), "--output", str(tmp_path / "sr.png"),
+           "--device", "cpu"]  # fmt: skip
+    assert subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True).returncode == 0
+    assert Image.open(tmp_path / "sr.png").size == (24 * 8, 20 * 8)
