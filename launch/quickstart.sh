@@ -52,6 +52,24 @@ GAN_ARGS="--steps ${GAN_STEPS:-10} --batch-size ${GAN_BATCH_SIZE:-8} --warmup-st
           --checkpoint-every 1000 --log-every 5 $vgg_args" \
     bash launch/train_all.sh --batch-size "${BATCH_SIZE:-16}" --blocks "${BLOCKS:-4}" \
         --channels "${CHANNELS:-32}" --d-channels "${D_CHANNELS:-16}" --channels-last
+# The shipped generators (models/, trained on real CelebA: models/README.md) next to the short
+# runs above, on the same val faces: grids of LR | bicubic | SR | HR with each face's scores.
+echo
+echo "quickstart: the shipped generators and the ones trained here, on the val faces of $shards:"
+for scale in ${SCALES:-4 8}; do
+    for which in shipped trained; do
+        checkpoint="models/srgan-celeba-x$scale.safetensors"
+        [[ "$which" == trained ]] && checkpoint="$out/x$scale-pretrain"
+        echo "quickstart: x$scale $which ($checkpoint):"
+        python -m pipeline.evaluate --checkpoint "$checkpoint" --data "$shards" --split val \
+            --scale "$scale" --no-lpips --no-fid --grid "$out/compare-x$scale-$which.png" \
+            2> >(grep -v " INFO " >&2) | sed 's/^/    /'
+    done
+done
+echo "quickstart: the runs trained here (${PRETRAIN_STEPS:-150} steps of a 4-block network) show"
+echo "quickstart: the pipeline working, not quality: below bicubic is expected. For real use,"
+echo "quickstart: the shipped models: .venv/bin/srgan-upscale --input FACE --output OUT [--model x8]"
+echo "quickstart: grids of both: $out/compare-x*-shipped.png, $out/compare-x*-trained.png"
 echo
 echo "quickstart: done. Runs, metrics and sample grids are in $db; look at them with:"
 echo "    bash launch/mlflow_ui.sh $db      # then open the link it prints"
