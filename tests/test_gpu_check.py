@@ -93,7 +93,12 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
         "train": "0", "evaluate": "0", "upscale": "0", "loader": "0",
     }, log[-3000:]  # fmt: skip
     # the environment part's own python: its torch, and whether it saw CUDA
-    assert re.search(rf"^3\.\d+\.\d+ {re.escape(torch.__version__)} \S+ {cuda}$", log, re.M), log
+    assert re.search(rf"^3\.\d+\.\d+ {re.escape(torch.__version__)} \S+ {cuda}$", log, re.M), log[
+        :3000
+    ]
+    manifest = json.loads((work / "shards" / "manifest.json").read_text())["splits"]
+    for split in ("train", "val"):  # the shards part sharded every face sent, counted apart
+        assert manifest[split]["samples"] == sent.count(split), manifest
     checks = (out / "gpu_checks.txt").read_text()
     if cuda:
         assert re.search(r"^summary: [1-9]\d* PASS, 0 FAIL, ", checks, re.MULTILINE), checks
