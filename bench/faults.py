@@ -9,7 +9,8 @@ One torchrun job of 2 gloo processes per fault (tiny generator, checkpoints ever
 - a full disk at a checkpoint (a tmpfs filled after the checkpoint of step 4; root needed):
   seconds from filling it to every rank's exit, then from freeing it to the resumed run's first
   batch, started by hand as a user would.
-Times come from the trainer's own log lines (their timestamps) and this script's clock.
+Times come from the trainer's own log lines (their timestamps) and this script's clock; the
+step a run resumed at, from the resumed run's own "resumed from CHECKPOINT at step N" line.
 """
 
 from __future__ import annotations
@@ -124,11 +125,13 @@ def disk_full(data: Path, work: Path) -> str:
         resume = torchrun(2, 0, *common, "--steps", str(step + 4), "--resume", "auto")
         result = subprocess.run(resume, cwd=ROOT, capture_output=True, text=True)
         first = stamps(result.stderr, "first batch")
-        if result.returncode != 0 or not first:
+        resumed = re.findall(r"resumed from .* at step (\d+)", result.stderr)
+        if result.returncode != 0 or not first or not resumed:
             raise RuntimeError(f"disk full: resume failed:\n{result.stderr[-3000:]}")
         return (f"disk full at the checkpoint of step {step}: every rank exited {stopped:.1f} s "
-                f"after the disk filled (exit {process.returncode}); resumed at step {step - 4}, "
-                f"first batch {first[0] - freed:.1f} s after space was freed")  # fmt: skip
+                f"after the disk filled (exit {process.returncode}); resumed at step "
+                f"{resumed[0]}, first batch {first[0] - freed:.1f} s after space was "
+                "freed")  # fmt: skip
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
 

@@ -6,8 +6,10 @@
 #   bash bench/gpu_check.sh
 # Writes its logs and tables to $OUT (default ./gpu-check-out):
 #   gpu_check.log    everything, with the time each part took
-#   gpu_checks.txt   PASS/FAIL of nccl, SyncBatchNorm, AMP bf16/fp16, channels_last, compile,
-#                    DALI nvJPEG vs CPU decode (bench/gpu_checks.py)
+#   gpu_checks.txt   PASS/FAIL/SKIPPED/NOT CHECKED of the all-reduce BatchNorm's CUDA path, AMP
+#                    bf16/fp16, channels_last, compile, DALI nvJPEG vs CPU decode, the step
+#                    loop's syncs, and the cross-rank checks (nccl all-reduce, BatchNorm
+#                    statistics across ranks: NOT CHECKED with one GPU) (bench/gpu_checks.py)
 #   train_step.txt   images/s and MFU of pretrain and GAN steps (bench/train_step.py) + .json
 #   train.txt        a short real 4x pretrain (1,000 steps) on faces128 shards of real CelebA, val PSNR/SSIM
 #                    against bicubic

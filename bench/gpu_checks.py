@@ -1,21 +1,35 @@
-"""The GPU-only code paths, checked on a real GPU: nccl, synchronised BatchNorm, AMP (bf16,
-fp16 with GradScaler), channels_last, torch.compile, DALI's nvJPEG decoding against the CPU
-decoder, and a step loop free of host-device syncs between logging steps.
+"""The GPU-only code paths, checked on a real GPU: nccl across ranks, BatchNorm statistics
+shared across ranks, AMP (bf16, fp16 with GradScaler), channels_last, torch.compile, DALI's
+nvJPEG decoding against the CPU decoder, and a step loop free of host-device syncs between
+logging steps.
 
     python bench/gpu_checks.py [--data SHARDS]      # run by bench/gpu_check.sh
+    python bench/gpu_checks.py --cross-rank-cpu [--unsynced-batchnorm]   # CI, no GPU
 
 CI has no GPU: each path here also has a CPU test (gloo, AllReduceBatchNorm2d, fp32); this
-script is the other half, for the rare runs on a device machine. Prints one PASS/FAIL line per
-check with its numbers and exits 1 if any failed.
+script is the other half, for the rare runs on a device machine. The cross-rank checks run in
+2 processes (one GPU each, NCCL) where there are 2 GPUs; with one GPU they are reported as NOT
+CHECKED, since one process proves nothing about what crosses between ranks. `--cross-rank-cpu`
+runs them in 2 gloo processes on the CPU instead (tests/test_gpu_check.py), and
+`--unsynced-batchnorm` is its control: plain BatchNorm in place of the synchronised one, which
+the BatchNorm check must FAIL. Prints one PASS / FAIL / SKIPPED / NOT CHECKED line per check
+with its numbers, then a summary line counting each, and exits 1 if any failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
+import json
 import os
+import socket
 import sys
+import tempfile
 import time
 import traceback
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # bench/preprocess.py would shadow the `preprocess` package: keep this folder off the path.
@@ -23,6 +37,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
+import torch.multiprocessing as mp  # noqa: E402
 from torch import nn  # noqa: E402
 
 from pipeline.archs import SRResNet  # noqa: E402
@@ -30,52 +45,131 @@ from pipeline.archs.sync_bn import sync_batchnorm  # noqa: E402
 from pipeline.config import ModelConfig, TrainConfig  # noqa: E402
 from pipeline.srgan import SRGANModel  # noqa: E402
 
-CHECKS = []
+OUTCOMES = ("PASS", "FAIL", "SKIPPED", "NOT CHECKED")
+RANKS = 2  # processes of the cross-rank checks
+CHECKS: list[Callable[[argparse.Namespace], str]] = []  # run in this process, on cuda:0
+CROSS_RANK: list[Callable[[torch.device, bool], str]] = []  # run on each of RANKS processes
 
 
-def check(fn):
+class Skipped(Exception):
+    """A check that could not run here (no --data, no DALI): printed and counted as SKIPPED,
+    never as PASS."""
+
+
+def check(fn):  # type: ignore[no-untyped-def]
     CHECKS.append(fn)
     return fn
 
 
-@check
-def nccl_all_reduce(args) -> str:
-    t = torch.full((4,), 2.0, device="cuda")
-    dist.all_reduce(t)
-    assert torch.equal(t, torch.full((4,), 2.0 * dist.get_world_size(), device="cuda")), t
-    return f"backend {dist.get_backend()}, world {dist.get_world_size()}"
+def cross_rank(fn):  # type: ignore[no-untyped-def]
+    CROSS_RANK.append(fn)
+    return fn
 
 
-@check
-def allreduce_batchnorm_matches_batchnorm_without_syncs(args) -> str:
-    """The synchronised BatchNorm DDP runs use, on CUDA/NCCL: the group here has one rank, so
-    the module is told there are two to take its all-reduce path; it must equal BatchNorm
-    (outputs, input gradients, running statistics) and never sync host and device."""
-    torch.manual_seed(0)
-    plain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)).cuda()
-    synced = sync_batchnorm(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))).cuda()
-    synced.load_state_dict(plain.state_dict())
-    kind = type(synced[1]).__name__
-    x = torch.randn(4, 3, 16, 16, device="cuda").mul_(3).add_(5).requires_grad_(True)
-    y1 = plain(x)
-    y1.square().mean().backward()
-    g1 = x.grad.clone()
-    x.grad = None
-    real_world_size = dist.get_world_size
-    dist.get_world_size = lambda group=None: 2  # type: ignore[assignment]
+def attempt(fn: Callable[[], str]) -> tuple[str, float, str]:
+    """(outcome, seconds, what it showed) of one check; a failure's text is its traceback."""
+    start = time.perf_counter()
+    try:
+        outcome, detail = "PASS", fn()
+    except Skipped as exc:
+        outcome, detail = "SKIPPED", str(exc)
+    except Exception:  # noqa: BLE001 - each check reports and the rest still run
+        outcome, detail = "FAIL", "\n" + traceback.format_exc()
+    return outcome, time.perf_counter() - start, detail
+
+
+def report(counts: Counter[str], name: str, outcome: str, seconds: float, detail: str) -> None:
+    counts[outcome] += 1
+    print(f"{outcome} {name} ({seconds:.1f} s): {detail}", flush=True)
+
+
+def summary(counts: Counter[str]) -> str:
+    return "summary: " + ", ".join(f"{counts[o]} {o}" for o in OUTCOMES)
+
+
+@contextlib.contextmanager
+def no_host_syncs(device: torch.device) -> Iterator[None]:
+    """On CUDA, any host-device sync inside raises (CUDA's sync debug mode); elsewhere a no-op."""
+    if device.type != "cuda":
+        yield
+        return
     torch.cuda.set_sync_debug_mode("error")
     try:
-        y2 = synced(x)
-        y2.square().mean().backward()
+        yield
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+@cross_rank
+def all_reduce_sums_across_ranks(device: torch.device, unsynced_batchnorm: bool) -> str:
+    """Rank r sends r + 1: every rank must get 1 + 2 + ... + world, which one process cannot
+    fake."""
+    world = dist.get_world_size()
+    t = torch.full((4,), float(dist.get_rank() + 1), device=device)
+    dist.all_reduce(t)
+    expected = world * (world + 1) / 2
+    assert torch.equal(t, torch.full_like(t, expected)), (dist.get_rank(), t.tolist(), expected)
+    return f"backend {dist.get_backend()}, {world} ranks, each got the sum {expected:g}"
+
+
+def batchnorm_against_whole_batch(device: torch.device, rank: int, world: int, synced: bool) -> str:
+    """Rank `rank` of `world` normalises its rows of one global batch whose rank blocks differ
+    (block r shifted by 4r, so per-rank statistics are far from the global ones); its outputs,
+    input gradients and running statistics must equal those of BatchNorm over the whole batch
+    in one process. `synced=False` is the control: plain BatchNorm on each rank, which must
+    fail wherever there is more than one rank."""
+    per_rank, channels = 4, 8
+    torch.manual_seed(0)
+    offsets = 4.0 * torch.arange(world, device=device).repeat_interleave(per_rank)
+    x = torch.randn(world * per_rank, channels, 6, 6, device=device) * 3 + 5
+    x += offsets.view(-1, 1, 1, 1)
+    loss_weights = torch.rand_like(x)  # a loss whose input gradient is not symmetric
+    plain = nn.BatchNorm2d(channels).to(device)
+    with torch.no_grad():
+        plain.weight.uniform_(0.5, 1.5)
+        plain.bias.uniform_(-0.5, 0.5)
+    mine = nn.BatchNorm2d(channels).to(device)
+    mine.load_state_dict(plain.state_dict())
+    if synced:
+        mine = sync_batchnorm(mine)
+    whole = x.clone().requires_grad_(True)
+    expected = plain(whole)
+    (expected * loss_weights).sum().backward()
+    rows = slice(rank * per_rank, (rank + 1) * per_rank)
+    part = x[rows].clone().requires_grad_(True)
+    with no_host_syncs(device):
+        out = mine(part)
+        (out * loss_weights[rows]).sum().backward()
+    diffs = {
+        "out": (out - expected[rows]).abs().max().item(),
+        "grad": (part.grad - whole.grad[rows]).abs().max().item(),  # type: ignore[operator]
+        "stats": max((mine.running_mean - plain.running_mean).abs().max().item(),
+                     (mine.running_var - plain.running_var).abs().max().item()),
+    }  # fmt: skip
+    shown = ", ".join(f"max |{k} diff| {v:.1e}" for k, v in diffs.items())
+    assert max(diffs.values()) < 1e-4, f"rank {rank}: {type(mine).__name__}: {shown}"
+    return f"{type(mine).__name__}, {world} rank(s) of {per_rank} rows: {shown}"
+
+
+@cross_rank
+def batchnorm_statistics_span_ranks(device: torch.device, unsynced_batchnorm: bool) -> str:
+    return batchnorm_against_whole_batch(
+        device, dist.get_rank(), dist.get_world_size(), synced=not unsynced_batchnorm
+    )
+
+
+@check
+def allreduce_batchnorm_path_on_one_gpu_without_syncs(args: argparse.Namespace) -> str:
+    """The all-reduce BatchNorm's distributed path on CUDA, in ONE process (the module is told
+    there are two ranks, the all-reduce sums only this one's rows): the formula against
+    BatchNorm, and no host-device sync in forward or backward. Sharing statistics across ranks
+    is batchnorm_statistics_span_ranks's, which needs 2 GPUs."""
+    real_world_size = dist.get_world_size
+    dist.get_world_size = lambda group=None: 2  # type: ignore[assignment]
+    try:
+        return batchnorm_against_whole_batch(torch.device("cuda"), 0, 1, synced=True)
+    finally:
         dist.get_world_size = real_world_size
-    diff = (y1 - y2).abs().max().item()
-    gdiff = (g1 - x.grad).abs().max().item()
-    sdiff = max((plain[1].running_mean - synced[1].running_mean).abs().max().item(),
-                (plain[1].running_var - synced[1].running_var).abs().max().item())  # fmt: skip
-    assert diff < 1e-4 and gdiff < 1e-6 and sdiff < 1e-5, (diff, gdiff, sdiff)
-    return f"{kind}: max |out diff| {diff:.1e}, |grad diff| {gdiff:.1e}, stats {sdiff:.1e}"
 
 
 def _steps(precision: str, phase: str, channels_last: bool = False, steps: int = 3) -> list[float]:
@@ -167,9 +261,9 @@ def dali_gpu_decoding_matches_cpu(args) -> str:
     try:
         import nvidia.dali  # noqa: F401
     except ImportError:
-        return "SKIPPED: nvidia-dali is not installed here: DALI GPU decoding NOT measured"
+        raise Skipped("nvidia-dali is not installed here: DALI GPU decoding NOT measured") from None
     if args.data is None:
-        return "SKIPPED: no --data"
+        raise Skipped("no --data")
     from pipeline.data import LoaderConfig, build_loader
     from pipeline.distributed import ProcessPlace
 
@@ -192,7 +286,7 @@ def step_loop_syncs_only_at_logging_steps(args) -> str:
     """The trainer's loop under CUDA's sync debug mode: the first host-device sync must be the
     logging step's (the CPU test does the same on the meta device)."""
     if args.data is None:
-        return "SKIPPED: no --data"
+        raise Skipped("no --data")
     import tempfile
 
     from pipeline.distributed import ProcessPlace
@@ -224,29 +318,93 @@ def step_loop_syncs_only_at_logging_steps(args) -> str:
     return ", ".join(seen) + f" (log every {log_every})"
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, backend: str, port: int, out: str, unsynced_batchnorm: bool) -> None:
+    """One of the RANKS processes: every cross-rank check, outcomes written to out/RANK.json."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if backend == "nccl":
+        device = torch.device("cuda", rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+        torch.set_num_threads(1)
+    dist.init_process_group(backend, rank=rank, world_size=RANKS,
+                            timeout=datetime.timedelta(seconds=60))  # fmt: skip
+    try:
+        results = {
+            fn.__name__: attempt(lambda fn=fn: fn(device, unsynced_batchnorm)) for fn in CROSS_RANK
+        }
+    finally:
+        dist.destroy_process_group()
+    Path(out, f"{rank}.json").write_text(json.dumps(results))
+
+
+def run_cross_rank(backend: str, unsynced_batchnorm: bool, counts: Counter[str]) -> None:
+    """The cross-rank checks in RANKS fresh processes; a check fails if it failed on any rank."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        try:
+            mp.spawn(_rank_main, args=(backend, free_port(), out, unsynced_batchnorm),
+                     nprocs=RANKS)  # fmt: skip
+            crashed = ""
+        except Exception as exc:  # noqa: BLE001 - a rank that died: its checks FAIL
+            crashed = "a rank died: " + (str(exc).strip().splitlines() or [repr(exc)])[-1]
+        ranks = [json.loads(f.read_text()) for f in sorted(Path(out).glob("*.json"))]
+    for fn in CROSS_RANK:
+        name = fn.__name__
+        if crashed or len(ranks) < RANKS:
+            report(counts, name, "FAIL", time.perf_counter() - start, crashed or "no result")
+            continue
+        failed = [r[name] for r in ranks if r[name][0] != "PASS"]
+        report(counts, name, *(failed[0] if failed else ranks[0][name]))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path)
+    p.add_argument(
+        "--cross-rank-cpu",
+        action="store_true",
+        help=f"only the cross-rank checks, in {RANKS} gloo processes on the CPU",
+    )
+    p.add_argument("--unsynced-batchnorm", action="store_true",
+                   help="the control: plain BatchNorm per rank, which the BatchNorm check "
+                   "must FAIL")  # fmt: skip
     args = p.parse_args()
+    counts: Counter[str] = Counter()
+    if args.cross_rank_cpu:
+        print(f"cross-rank checks on the CPU: {RANKS} gloo processes, torch {torch.__version__}")
+        run_cross_rank("gloo", args.unsynced_batchnorm, counts)
+        print(summary(counts))
+        return 1 if counts["FAIL"] else 0
     if not torch.cuda.is_available():
         print("FAIL: CUDA is not available")
         return 1
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29531")
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
+    gpus = torch.cuda.device_count()
+    print(f"{torch.cuda.get_device_name()} x {gpus}, torch {torch.__version__}, CUDA "
+          f"{torch.version.cuda}, bf16 supported: {torch.cuda.is_bf16_supported()}")  # fmt: skip
+    # a group of one for the one-GPU BatchNorm check; the trainer ignores a group of one
     dist.init_process_group("nccl", rank=0, world_size=1, device_id=torch.device("cuda:0"))
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
-          f"bf16 supported: {torch.cuda.is_bf16_supported()}")  # fmt: skip
-    failed = 0
-    for fn in CHECKS:
-        start = time.perf_counter()
-        try:
-            result = fn(args)
-            print(f"PASS {fn.__name__} ({time.perf_counter() - start:.1f} s): {result}", flush=True)
-        except Exception:  # noqa: BLE001 - each check reports and the rest still run
-            failed += 1
-            print(f"FAIL {fn.__name__}:\n{traceback.format_exc()}", flush=True)
-    dist.destroy_process_group()
-    return 1 if failed else 0
+    try:
+        for fn in CHECKS:
+            report(counts, fn.__name__, *attempt(lambda fn=fn: fn(args)))
+    finally:
+        dist.destroy_process_group()
+    if gpus >= RANKS:
+        run_cross_rank("nccl", args.unsynced_batchnorm, counts)
+    else:
+        for fn in CROSS_RANK:
+            report(counts, fn.__name__, "NOT CHECKED", 0.0,
+                   f"one GPU; {RANKS} ranks need {RANKS} GPUs")  # fmt: skip
+    print(summary(counts))
+    return 1 if counts["FAIL"] else 0
 
 
 if __name__ == "__main__":

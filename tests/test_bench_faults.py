@@ -19,10 +19,19 @@ def test_faults_bench_recovers_from_each_fault_and_says_how_fast(shards_faces128
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"SIGKILL to rank 1 at step \d+: restarted, resumed at step \d+, first "
-                     r"batch [\d.]+ s after the signal; steps run twice \d+; job exit 0",
-                     result.stdout), result.stdout  # fmt: skip
+    killed = re.search(r"SIGKILL to rank 1 at step (\d+): restarted, resumed at step (\d+), "
+                       r"first batch [\d.]+ s after the signal; steps run twice (\d+); job exit 0",
+                       result.stdout)  # fmt: skip
+    assert killed, result.stdout
+    crashed, resumed, twice = map(int, killed.groups())
+    # resumed from a checkpoint (every 4 steps) at or before the kill (after step 9), and the
+    # steps run twice are the difference
+    assert resumed % 4 == 0 and 4 <= resumed <= crashed and crashed >= 9, result.stdout
+    assert twice == crashed - resumed, result.stdout
     assert "SIGSTOP" not in result.stdout  # only what was asked for
-    assert re.search(r"disk full at the checkpoint of step \d+: every rank exited [\d.]+ s "
-                     r"after the disk filled \(exit [1-9]\d*\); resumed at step \d+",
-                     result.stdout), result.stdout  # fmt: skip
+    full = re.search(r"disk full at the checkpoint of step (\d+): every rank exited [\d.]+ s "
+                     r"after the disk filled \(exit [1-9]\d*\); resumed at step (\d+)",
+                     result.stdout)  # fmt: skip
+    assert full, result.stdout
+    failed, resumed = map(int, full.groups())
+    assert failed % 4 == 0 and resumed == failed - 4, result.stdout  # the checkpoint before

@@ -3,6 +3,8 @@ like PyTorch."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime
@@ -14,18 +16,23 @@ from pipeline.checkpoint import save_checkpoint
 from pipeline.config import ModelConfig, TrainConfig
 
 
-def test_onnx_export_runs_like_pytorch_at_any_size(tmp_path, capsys):
+def _run_folder(folder: Path, scale: int = 8) -> SRResNet:
     torch.manual_seed(0)
-    cfg = TrainConfig(scale=8, model=ModelConfig(blocks=2, channels=8))
-    generator = SRResNet(8, blocks=2, channels=8)
+    cfg = TrainConfig(scale=scale, model=ModelConfig(blocks=2, channels=8))
+    generator = SRResNet(scale, blocks=2, channels=8)
     with torch.no_grad():  # running statistics that are not the identity, as after training
         for module in generator.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 2.0)
-    save_checkpoint(tmp_path / "run" / "checkpoints", 7,
+    save_checkpoint(folder / "checkpoints", 7,
                     {"config": cfg.to_dict(), "model": {"generator": generator.state_dict()}},
                     keep=1)  # fmt: skip
+    return generator
+
+
+def test_onnx_export_runs_like_pytorch_at_any_size(tmp_path, capsys):
+    generator = _run_folder(tmp_path / "run")
     target = tmp_path / "g.onnx"
     assert export.main(["--checkpoint", str(tmp_path / "run"), "--onnx", str(target)]) == 0
     out = capsys.readouterr().out
@@ -39,7 +46,10 @@ def test_onnx_export_runs_like_pytorch_at_any_size(tmp_path, capsys):
 
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     generator.eval()
-    for shape in [(1, 3, 37, 53), (2, 3, 48, 48), (4, 3, 5, 9)]:
+    shapes = [(1, 3, 29, 41), (2, 3, 40, 24), (4, 3, 5, 9)]
+    # sizes the export's own check did not run
+    assert not {(n, h, w) for n, _, h, w in shapes} & set(export.CHECK_SHAPES)
+    for shape in shapes:
         x = torch.rand(shape)
         (ours,) = session.run(None, {"lr": x.numpy()})
         with torch.no_grad():
@@ -53,3 +63,21 @@ def test_export_of_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         f"pipeline.export: error: {tmp_path / 'none'}: checkpoint not found"
     )
+
+
+def test_a_graph_that_fails_its_check_leaves_the_file_already_there_byte_for_byte(
+    tmp_path, monkeypatch, capsys
+):
+    """A tolerance no graph meets: the real export and onnxruntime run, the check fails, and
+    the file at the target (here not even ONNX) is left exactly as it was, with no temporary
+    file beside it."""
+    _run_folder(tmp_path / "run", scale=4)
+    target = tmp_path / "g.onnx"
+    before = b"an earlier export, kept \x00\xff"
+    target.write_bytes(before)
+    monkeypatch.setattr(export, "TOLERANCE", -1.0)
+    assert export.main(["--checkpoint", str(tmp_path / "run"), "--onnx", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert f"{target} not written: onnxruntime differs from PyTorch by " in err, err
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.onnx", "run"]

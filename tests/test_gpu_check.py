@@ -5,6 +5,7 @@ part's flags (the last occurrence wins), so every flag the device run passes is 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -83,17 +84,24 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
     log = (out / "gpu_check.log").read_text()
     assert run.returncode == 0, log[-3000:]
     status = dict(re.findall(r"^=== (\w+): exit (\d+) after", log, re.MULTILINE))
-    # every part ran; without CUDA only the GPU checks (and nvidia-smi) fail, and they must;
-    # with CUDA (a CI machine may have it) they must pass
+    # every part ran; without CUDA only the GPU checks (and nvidia-smi, whose status the
+    # environment part does not return) fail, and they must; with CUDA they must pass
     cuda = torch.cuda.is_available()
     assert status == {
-        "environment": status["environment"], "install": "0", "shards": "0",
+        "environment": "0", "install": "0", "shards": "0",
         "gpu_checks": "0" if cuda else "1", "train_step": "0", "train_step_compile": "0",
         "train": "0", "evaluate": "0", "upscale": "0", "loader": "0",
     }, log[-3000:]  # fmt: skip
+    # the environment part's own python: its torch, and whether it saw CUDA
+    assert re.search(rf"^3\.\d+\.\d+ {re.escape(torch.__version__)} \S+ {cuda}$", log, re.M), log[
+        :3000
+    ]
+    manifest = json.loads((work / "shards" / "manifest.json").read_text())["splits"]
+    for split in ("train", "val"):  # the shards part sharded every face sent, counted apart
+        assert manifest[split]["samples"] == sent.count(split), manifest
     checks = (out / "gpu_checks.txt").read_text()
     if cuda:
-        assert "FAIL" not in checks and "PASS nccl_all_reduce" in checks, checks
+        assert re.search(r"^summary: [1-9]\d* PASS, 0 FAIL, ", checks, re.MULTILINE), checks
     else:
         assert "FAIL: CUDA is not available" in checks, checks
     assert "DALI GPU decoding is NOT measured" in log
@@ -110,3 +118,69 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
     assert re.search(r"^sr-tiled vs sr-fp32: 4 images, max \|diff\| \d+", log, re.MULTILINE)
     dali_row = r"^\| DALI \| cpu \| 1 \| 2 \| [1-9]\d* \|"  # 1 thread, prefetch 2, images/s
     assert re.search(dali_row, (out / "loader.txt").read_text(), re.MULTILINE)
+
+
+def _cross_rank_cpu(*flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "bench/gpu_checks.py", "--cross-rank-cpu", *flags],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _diffs(line: str) -> list[float]:
+    return [float(v) for v in re.findall(r"max \|\w+ diff\| ([\d.e+-]+)", line)]
+
+
+def test_cross_rank_checks_see_the_other_rank_and_fail_when_batchnorm_is_not_shared():
+    """2 gloo processes, as 2 GPUs would run them under NCCL. The control puts plain BatchNorm
+    on each rank: the same comparison must then FAIL, or it could not tell shared statistics
+    from per-rank ones."""
+    synced, control = _cross_rank_cpu(), _cross_rank_cpu("--unsynced-batchnorm")
+    out, err = synced.communicate(timeout=300)
+    control_out, control_err = control.communicate(timeout=300)
+    assert synced.returncode == 0, out + err[-3000:]
+    # rank r sends r + 1: 3 only if both ranks took part
+    assert "PASS all_reduce_sums_across_ranks" in out and "each got the sum 3" in out, out
+    (bn,) = [ln for ln in out.splitlines() if ln.startswith("PASS batchnorm_statistics_span")]
+    assert "AllReduceBatchNorm2d, 2 rank(s)" in bn and len(_diffs(bn)) == 3, bn
+    assert max(_diffs(bn)) < 1e-4, bn  # outputs, input gradients, running statistics
+    assert out.splitlines()[-1] == "summary: 2 PASS, 0 FAIL, 0 SKIPPED, 0 NOT CHECKED", out
+
+    assert control.returncode == 1, control_out + control_err[-3000:]
+    assert "PASS all_reduce_sums_across_ranks" in control_out, control_out
+    assert "FAIL batchnorm_statistics_span_ranks" in control_out, control_out
+    (error,) = [ln for ln in control_out.splitlines() if ln.startswith("AssertionError")]
+    assert "BatchNorm2d:" in error and _diffs(error)[0] > 0.1, error  # far off, not rounding
+    assert control_out.splitlines()[-1] == "summary: 1 PASS, 1 FAIL, 0 SKIPPED, 0 NOT CHECKED"
+
+
+def test_on_one_gpu_skips_and_cross_rank_checks_are_counted_apart_never_as_pass(
+    monkeypatch, capsys
+):
+    """main()'s bookkeeping on a one-GPU machine, faked on the CPU: the GPU checks are
+    replaced by one that passes, one that is skipped and one that fails."""
+    spec = importlib.util.spec_from_file_location(
+        "gpu_checks", PROJECT_ROOT / "bench" / "gpu_checks.py"
+    )
+    gpu_checks = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(gpu_checks)  # type: ignore[union-attr]
+
+    def skipped(args):  # type: ignore[no-untyped-def]
+        raise gpu_checks.Skipped("no --data")
+
+    def failed(args):  # type: ignore[no-untyped-def]
+        raise AssertionError("differs")
+
+    monkeypatch.setattr(gpu_checks, "CHECKS", [lambda args: "fine", skipped, failed])
+    for name, value in (("is_available", True), ("device_count", 1), ("is_bf16_supported", True),
+                        ("get_device_name", "Fake GPU")):  # fmt: skip
+        monkeypatch.setattr(torch.cuda, name, lambda *a, value=value: value)
+    monkeypatch.setattr(gpu_checks.dist, "init_process_group", lambda *a, **k: None)
+    monkeypatch.setattr(gpu_checks.dist, "destroy_process_group", lambda: None)
+    monkeypatch.setattr(sys, "argv", ["gpu_checks.py"])
+    assert gpu_checks.main() == 1  # one failed
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "summary: 1 PASS, 1 FAIL, 1 SKIPPED, 2 NOT CHECKED", lines
+    assert any(ln.startswith("SKIPPED skipped (") and ln.endswith(": no --data") for ln in lines)
+    for name in ("all_reduce_sums_across_ranks", "batchnorm_statistics_span_ranks"):
+        assert f"NOT CHECKED {name} (0.0 s): one GPU; 2 ranks need 2 GPUs" in lines, lines

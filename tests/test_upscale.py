@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,40 @@ def test_a_bad_checkpoint_is_one_clear_line(tmp_path, capsys, make, error):
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("pipeline.upscale: error: "), errors
     assert error in errors[0]
+
+
+def test_a_batch_out_of_memory_is_retried_image_by_image_and_an_image_too_big_is_skipped(
+    tmp_path, monkeypatch, caplog, capsys
+):
+    """A fake allocator: any batch of more than one image runs out of memory, and so does the
+    one wide image alone. The three others are written as if run alone, the wide one is
+    skipped with a line suggesting --tile, and the exit status says something was skipped."""
+    checkpoint, generator = _checkpoint(tmp_path / "ckpt", scale=4)
+    source = tmp_path / "in"
+    source.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (12, 16, 3), np.uint8)
+    for name in ("a", "b", "c"):
+        Image.fromarray(np.roll(pixels, ord(name), axis=1)).save(source / f"{name}.png")
+    Image.fromarray(np.tile(pixels, (1, 2, 1))).save(source / "wide.png")  # 32 x 12
+    real, tried = upscale.run_generator, []
+
+    def allocator(gen: Generator, lr: torch.Tensor, *args: object) -> torch.Tensor:
+        tried.append(tuple(lr.shape))
+        if lr.shape[0] > 1 or lr.shape[-1] == 32:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(gen, lr, *args)
+
+    monkeypatch.setattr(upscale, "run_generator", allocator)
+    with caplog.at_level(logging.WARNING):
+        code = _run("--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out",
+                    "--batch-size", 4)  # fmt: skip
+    assert code == upscale.PARTIAL == 3
+    assert re.search(r"3 images upscaled x4 to .*, 1 skipped;", capsys.readouterr().out)
+    assert sorted(tried) == sorted([(3, 3, 12, 16)] + [(1, 3, 12, 16)] * 3 + [(1, 3, 12, 32)])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png", "c.png"]
+    for name in ("a", "b", "c"):
+        written = np.asarray(Image.open(tmp_path / "out" / f"{name}.png"), np.int16)
+        assert np.abs(written - _expected(generator, source / f"{name}.png")).max() <= 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "wide.png: out of memory at 32x12; pass --tile 256" in warnings[0], warnings
