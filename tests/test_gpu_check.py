@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from conftest import present_by_split, shared_celeba, synthetic_sample
 from helpers import PROJECT_ROOT
+from PIL import Image
 
 from preprocess.celeba import SYNTHETIC_MARKER, read_partition
 
@@ -184,3 +185,38 @@ def test_on_one_gpu_skips_and_cross_rank_checks_are_counted_apart_never_as_pass(
     assert any(ln.startswith("SKIPPED skipped (") and ln.endswith(": no --data") for ln in lines)
     for name in ("all_reduce_sums_across_ranks", "batchnorm_statistics_span_ranks"):
         assert f"NOT CHECKED {name} (0.0 s): one GPU; 2 ranks need 2 GPUs" in lines, lines
+
+
+def test_the_gpu_release_script_runs_on_a_cpu(small_root, tmp_path):
+    """bench/gpu_release.sh as the device run would start it, at SIZE=smoke and 4x only: the
+    bundle now carries the test split and FSRNet's faces, and the release comes back in $OUT."""
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for path in sorted((small_root / "img_align_celeba").iterdir())[:3]:
+        Image.open(path).crop((25, 45, 153, 173)).save(faces / path.name)
+    bundle = tmp_path / "bundle"
+    prepared = subprocess.run(
+        ["bash", "bench/gpu_check_prepare.sh", str(small_root)], cwd=PROJECT_ROOT,
+        env=_env(GPU_CHECK_BUNDLE=bundle, RELEASE=1, TRAIN_IMAGES=40, FSRNET=faces),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    split_of = _split_of(small_root)
+    sent = [split_of[p.name] for p in (bundle / "celeba" / "img_align_celeba").iterdir()]
+    assert (sent.count("train"), sent.count("val"), sent.count("test")) == (40, 12, 8)
+    assert len(list((bundle / "fsrnet").iterdir())) == 3
+    assert any(w.name.startswith("safetensors-") for w in (bundle / "wheels").iterdir())
+    out = tmp_path / "out"
+    run = subprocess.run(
+        ["bash", "bench/gpu_release.sh"], cwd=PROJECT_ROOT,
+        env=_env(GPU_CHECK_BUNDLE=bundle, OUT=out, GPU_RELEASE_WORK=tmp_path / "work",
+                 SIZE="smoke", EXTRA_RELEASE_ARGS="--scales 4", PYTHON=sys.executable),
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "=== gpu_release: exit 0" in (out / "gpu_release.log").read_text()
+    results = json.loads((out / "release" / "results.json").read_text())
+    assert set(results["models"]) == {"x4"}
+    assert results["models"]["x4"]["scores"]["test"]["images"] == 8
+    assert results["models"]["x4"]["scores"]["fsrnet"]["images"] == 3
+    assert (out / "release-logs.tar.gz").stat().st_size > 0
