@@ -191,6 +191,8 @@ def release_scale(job: ReleaseJob, shards: Path, scale: int) -> dict[str, Any]:
     if job.fsrnet is not None:
         scores["fsrnet"] = score(job, weights, scale, "fsrnet", ["--images", str(job.fsrnet)])
     size = job.size
+    # the global batch the run trained with (a --train-arg may have changed the size's)
+    batch = int(made["config"].get("batch_size", size.batch_size)) * job.nproc
     return {
         "file": weights.name,
         "sha256": sha256(weights),
@@ -200,8 +202,8 @@ def release_scale(job: ReleaseJob, shards: Path, scale: int) -> dict[str, Any]:
         "network": made["network"],
         "train": {
             "steps": made["step"],
-            "batch_size": size.batch_size * job.nproc,
-            "images_seen": made["step"] * size.batch_size * job.nproc,
+            "batch_size": batch,
+            "images_seen": made["step"] * batch,
             "precision": made["config"].get("precision", size.precision),
             "seconds": round(seconds, 1),
             "command": shlex.join(

@@ -107,8 +107,9 @@ file with `pipeline.generator_file.read_generator_file`. The input is the whole 
 
 ## Scores
 
-PSNR-Y (dB) / SSIM-Y (BT.601 luma, 4-pixel border cropped, SR rounded to 8 bits), by
-`python -m pipeline.evaluate` on the weights files as shipped; bicubic is PIL's on the same LR.
+PSNR-Y (dB) / SSIM-Y (BT.601 luma, a border of `scale` pixels left out, SR rounded to 8
+bits), by `python -m pipeline.evaluate` on the weights files as shipped; bicubic is PIL's on the
+same LR.
 
 {scores_table(results)}
 
