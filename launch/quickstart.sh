@@ -60,6 +60,10 @@ for scale in ${SCALES:-4 8}; do
     for which in shipped trained; do
         checkpoint="models/srgan-celeba-x$scale.safetensors"
         [[ "$which" == trained ]] && checkpoint="$out/x$scale-pretrain"
+        if [[ ! -e "$checkpoint" ]]; then
+            echo "quickstart: x$scale $which: $checkpoint not found, left out"
+            continue
+        fi
         echo "quickstart: x$scale $which ($checkpoint):"
         python -m pipeline.evaluate --checkpoint "$checkpoint" --data "$shards" --split val \
             --scale "$scale" --no-lpips --no-fid --grid "$out/compare-x$scale-$which.png" \

@@ -14,7 +14,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ "${SRGAN_SKIP_SETUP:-0}" != 1 ]]; then
     bash "$root/launch/setup.sh"
 fi
-cd "$root"
-# shellcheck disable=SC1091
-[[ -f .venv/bin/activate ]] && source .venv/bin/activate
-exec python -m pipeline.release build "$@"
+# no cd: CELEBA_ROOT and the other paths are the caller's, relative to where it stands
+python="$root/.venv/bin/python"
+[[ -x "$python" ]] || python=python3
+exec "$python" -m pipeline.release build "$@"

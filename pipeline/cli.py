@@ -14,8 +14,6 @@ from typing import Any
 
 import click
 
-from pipeline.inference import shipped_model
-
 
 class CommandLineDone(SystemExit):
     """--help was shown, or a usage error was reported: nothing is left to run. A SystemExit,
@@ -84,36 +82,6 @@ weights_option = click.option(
     show_default=True,
     help="G's weight average if the checkpoint has one, or its raw weights",
 )
-
-
-def generator_options(command: Callable) -> Callable:
-    """--checkpoint and --model: a trained generator named by the user, or a shipped one (the
-    4x unless --model says x8). The command's callback gets `checkpoint` and `model`; pass them
-    to `generator_source`."""
-    command = click.option(
-        "--model",
-        type=click.Choice(["x4", "x8"]),
-        default=None,
-        help=with_default("a generator shipped in models/ (when no --checkpoint)", "x4"),
-    )(command)
-    return click.option(
-        "--checkpoint",
-        help="a checkpoint file, a run folder (its newest checkpoint), a released .safetensors "
-        "file, or an MLflow model URI: models:/srgan-celeba-x4/latest, runs:/RUN_ID/generator",
-    )(command)
-
-
-def generator_source(checkpoint: str | None, model: str | None) -> str:
-    """What --checkpoint/--model name: the checkpoint, else the shipped model's file."""
-    if checkpoint is not None and model is not None:
-        raise click.UsageError("give --checkpoint or --model, not both")
-    if checkpoint is not None:
-        return checkpoint
-    path = shipped_model(model or "x4")
-    if not path.is_file():
-        raise InputError(f"{path}: shipped model not found (pass --checkpoint, or make one "
-                         "with launch/release.sh)")  # fmt: skip
-    return str(path)
 
 
 def with_default(help_text: str | None, default: str) -> str:

@@ -415,7 +415,7 @@ def _agreed_generator(given: Path, which: str, place: ProcessPlace) -> tuple[Pat
     """The generator to score and what it is (scale, step, phase, ema or raw weights): from a
     released weights file, or from the checkpoint every rank agreed on."""
     if is_generator_file(given):
-        model, meta = read_generator_file(given)
+        model, meta = read_generator_file(given, which)
         made = {"scale": model.scale, "step": int(meta.get("step", 0)),
                 "phase": meta.get("phase"), "weights": meta.get("weights", "ema")}  # fmt: skip
         return given, model, made

@@ -25,13 +25,12 @@ from pipeline.checkpoint import CheckpointError
 from pipeline.cli import (
     InputError,
     first_line,
-    generator_options,
-    generator_source,
     run_command,
     weights_option,
 )
 from pipeline.generator_file import GeneratorFileError
 from pipeline.inference import load_generator
+from pipeline.shipped import generator_options, generator_source
 from preprocess.atomic import tmp_path
 
 INPUT, OUTPUT = "lr", "sr"

@@ -26,6 +26,14 @@ SUFFIX = ".safetensors"
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
+RELEASE_GLOB = f"srgan-celeba-x*{SUFFIX}"
+
+
+def release_file_name(scale: int) -> str:
+    """What a release calls its generator of `scale` (and what models/ ships)."""
+    return RELEASE_GLOB.replace("*", str(scale))
+
+
 class GeneratorFileError(Exception):
     """A weights file that cannot be used; one line naming the file and the problem."""
 
@@ -58,8 +66,9 @@ def save_generator(
     return hashlib.sha256(data).hexdigest()
 
 
-def read_generator_file(path: Path) -> tuple[SRResNet, dict[str, str]]:
-    """The generator in `path` (float32, CPU, eval mode) and the file's metadata."""
+def read_generator_file(path: Path, which: str | None = None) -> tuple[SRResNet, dict[str, str]]:
+    """The generator in `path` (float32, CPU, eval mode) and the file's metadata. A file holds
+    one set of weights: asking for the other (`which`, "ema" or "raw") is an error."""
     if not path.is_file():
         raise GeneratorFileError(f"{path}: weights file not found")
     try:
@@ -73,24 +82,29 @@ def read_generator_file(path: Path) -> tuple[SRResNet, dict[str, str]]:
             f"{path}: not a srgan-celeba generator (format "
             f"{metadata.get('format')!r}, expected {FORMAT!r})"
         )
-    model = SRResNet(
-        int(metadata["scale"]),
-        int(metadata["blocks"]),
-        int(metadata["channels"]),
-        metadata["output"],
-    )
+    try:
+        model = SRResNet(int(metadata["scale"]), int(metadata["blocks"]),
+                         int(metadata["channels"]), metadata["output"])  # fmt: skip
+    except (KeyError, ValueError) as exc:
+        raise GeneratorFileError(f"{path}: header without a usable network ({exc})") from None
     try:
         model.load_state_dict(
             {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         )
     except RuntimeError as exc:
         raise GeneratorFileError(f"{path}: weights do not fit its header ({exc})") from None
+    held = metadata.get("weights", "ema")
+    if which is not None and which != held:
+        raise GeneratorFileError(f"{path}: holds {held} weights only "
+                                 f"(--weights {which} is for checkpoints)")  # fmt: skip
     return model.eval(), metadata
 
 
 def is_generator_file(path: str | Path) -> bool:
+    """A released weights file rather than a checkpoint or a run folder: by its suffix."""
     return str(path).endswith(SUFFIX)
 
 
 def sha256(path: Path) -> str:
+    """What a release's results.json and card list for each file."""
     return hashlib.sha256(path.read_bytes()).hexdigest()

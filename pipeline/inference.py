@@ -26,17 +26,6 @@ from pipeline.generator_file import is_generator_file, read_generator_file
 from pipeline.mlflow_model import is_model_uri, load_generator_uri
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# The released generators that ship with the repository (launch/release.sh made them; their
-# card, models/README.md, says how, on what and with which scores).
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-SHIPPED = {"x4": "srgan-celeba-x4.safetensors", "x8": "srgan-celeba-x8.safetensors"}
-
-
-def shipped_model(name: str) -> Path:
-    """The path of a shipped generator (`x4`, `x8`)."""
-    if name not in SHIPPED:
-        raise ValueError(f"--model must be one of {', '.join(SHIPPED)}, got {name!r}")
-    return MODELS_DIR / SHIPPED[name]
 
 
 @dataclass
@@ -56,7 +45,7 @@ def load_generator(source: str | Path, device: torch.device, which: str = "ema")
         model, scale = load_generator_uri(source, device)  # exported in eval mode
         return Generator(model, scale, source)
     if is_generator_file(source):
-        model, _ = read_generator_file(Path(source))
+        model, _ = read_generator_file(Path(source), which)
         return Generator(model.to(device), model.scale, str(source))
     found, state = find_checkpoint(Path(source))
     model = generator_from(state, found, which)

@@ -30,14 +30,13 @@ from pipeline.checkpoint import CheckpointError
 from pipeline.cli import (
     InputError,
     first_line,
-    generator_options,
-    generator_source,
     run_command,
     weights_option,
 )
 from pipeline.generator_file import GeneratorFileError
 from pipeline.inference import PRECISIONS, Generator, load_generator, resolve_precision
 from pipeline.inference import super_resolve as run_generator
+from pipeline.shipped import generator_options, generator_source
 from preprocess.atomic import tmp_path
 
 log = logging.getLogger("pipeline.upscale")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from pipeline.archs import SRResNet
@@ -66,3 +67,17 @@ def test_bad_files_are_one_line_naming_the_file(tmp_path):
         message = str(info.value)
         assert message.startswith(str(tmp_path / f"{name}.safetensors")) and words in message
         assert "\n" not in message
+
+
+def test_a_header_without_a_network_and_a_request_for_raw_weights_are_one_line(tmp_path):
+    path = tmp_path / "g.safetensors"
+    save_generator(_trained_looking(4), path)
+    with safe_open(str(path), framework="pt") as handle:
+        state = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        meta = handle.metadata()
+    save_file(state, tmp_path / "bad.safetensors", metadata={**meta, "blocks": "many"})
+    with pytest.raises(GeneratorFileError, match="header without a usable network"):
+        read_generator_file(tmp_path / "bad.safetensors")
+    with pytest.raises(GeneratorFileError, match=r"holds ema weights only \(--weights raw"):
+        read_generator_file(path, "raw")
+    assert read_generator_file(path, "ema")[1]["weights"] == "ema"

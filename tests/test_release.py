@@ -40,6 +40,11 @@ def release(small_root, tmp_path_factory):
     return work / "out", json.loads((work / "out" / "release" / "results.json").read_text())
 
 
+def _build(*args: object) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pipeline.release", "build", *map(str, args)]
+    return subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+
+
 def test_the_release_holds_the_ema_generators_it_scored(release, small_root):
     out, results = release
     counts = {"val": 12, "test": 8, "fsrnet": FACES}  # conftest's small_root: 40/12/8
@@ -49,8 +54,6 @@ def test_the_release_holds_the_ema_generators_it_scored(release, small_root):
         assert model["sha256"] == sha256(path) and model["bytes"] == path.stat().st_size
         assert model["train"]["steps"] == 6 and model["train"]["images_seen"] == 24
         assert {k: s["images"] for k, s in model["scores"].items()} == counts
-        for scores in model["scores"].values():
-            assert scores["sr"]["psnr_y"] != scores["bicubic"]["psnr_y"]
         # the file is the run's weight average in half precision, not its raw weights
         _, state = find_checkpoint(out / "runs" / name)
         ema = state["model"]["generator_ema"]["weights"]
@@ -111,3 +114,34 @@ def test_the_released_file_upscales(release, tmp_path):
            "--device", "cpu"]  # fmt: skip
     assert subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True).returncode == 0
     assert Image.open(tmp_path / "sr.png").size == (24 * 8, 20 * 8)
+
+
+def test_a_rerun_trains_nothing_again_and_writes_one_whole_release(release, small_root, tmp_path):
+    """Finished runs are kept (their first training time reported), and the release folder
+    holds this release only: a stale weights file of a scale not released is removed."""
+    out, first = release
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "srgan-celeba-x8.safetensors").write_bytes(b"an earlier release's")
+    result = _build(small_root, "--size", "smoke", "--out", out, "--release", again,
+                    "--scales", "4")  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "train x4: finished before" in result.stdout
+    assert "torch.distributed.run" not in result.stdout  # no training started
+    results = json.loads((again / "results.json").read_text())
+    assert set(results["models"]) == {"x4"}
+    assert sorted(p.name for p in again.iterdir()) == [
+        "README.md", "results.json", "srgan-celeba-x4.safetensors"]  # fmt: skip
+    x4, was = results["models"]["x4"], first["models"]["x4"]
+    assert x4["train"]["seconds"] == was["train"]["seconds"] > 0
+    assert x4["sha256"] == was["sha256"] and x4["scores"]["test"] == was["scores"]["test"]
+
+
+def test_a_run_of_another_network_in_out_is_one_line(release, small_root, tmp_path):
+    out, _ = release
+    result = _build(small_root, "--size", "cpu", "--out", out, "--release", tmp_path / "r")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"pipeline.release: error: {out / 'runs' / 'x4'}: a run of a B1C8 network, not the "
+        "--size cpu one; use another --out"
+    )

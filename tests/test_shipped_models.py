@@ -14,10 +14,10 @@ from helpers import PROJECT_ROOT
 from PIL import Image
 
 from pipeline import export, upscale
-from pipeline.inference import SHIPPED, shipped_model
 from pipeline.metrics import psnr
 from pipeline.release import check_release, results_block
 from pipeline.release.card import BEGIN, END
+from pipeline.shipped import SHIPPED, shipped_model
 from preprocess.images import center_crop, resize_bicubic
 
 MODELS = PROJECT_ROOT / "models"
@@ -80,7 +80,7 @@ def test_export_of_a_shipped_model(tmp_path, capsys):
 
 
 def test_a_missing_shipped_model_is_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("pipeline.inference.MODELS_DIR", tmp_path)
+    monkeypatch.setattr("pipeline.shipped.MODELS_DIR", tmp_path)
     face = tmp_path / "face.png"
     Image.new("RGB", (8, 8)).save(face)
     assert upscale.main(["--input", str(face), "--output", str(tmp_path / "o.png")]) == 2

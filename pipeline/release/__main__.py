@@ -7,10 +7,14 @@ import sys
 from pathlib import Path
 
 import click
+import mlflow
 
 from pipeline.checkpoint import CheckpointError
-from pipeline.cli import InputError, run_command
+from pipeline.cli import InputError, run_command, with_default
+from pipeline.generator_file import read_generator_file
+from pipeline.mlflow_model import log_generator, registry_name
 from pipeline.release.build import (
+    EXPERIMENT,
     RESULTS_NAME,
     ReleaseError,
     ReleaseJob,
@@ -19,10 +23,11 @@ from pipeline.release.build import (
 )
 from pipeline.release.card import results_block, update_block
 from pipeline.release.sizes import SIZES
+from pipeline.tracking import resolve_tracking_uri
 from preprocess.atomic import atomic_open
 from preprocess.manifest import ManifestError
 
-Folder = click.Path(path_type=Path, file_okay=False)
+Folder = click.Path(path_type=Path, file_okay=False, resolve_path=True)
 
 
 @click.group(
@@ -34,7 +39,9 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("celeba_root", type=click.Path(path_type=Path, exists=True), required=False)
+@click.argument(
+    "celeba_root", type=click.Path(path_type=Path, exists=True, resolve_path=True), required=False
+)
 @click.option(
     "--out", type=Folder, default=Path("runs/release"), help="shards, runs, logs, scores, mlflow.db"
 )
@@ -53,11 +60,17 @@ def cli() -> None:
 @click.option("--scales", default="4,8", help="comma-separated")
 @click.option(
     "--fsrnet",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    type=click.Path(path_type=Path, exists=True, file_okay=False, resolve_path=True),
     default=None,
     help="FSRNet's 1,000 HR test faces, scored too",
 )
-@click.option("--nproc", type=click.IntRange(min=1), default=1, help="training processes (GPUs)")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    help="training processes (GPUs), each with the size's batch: N of them train with N times "
+    "the global batch at the same lr and steps",
+)
 @click.option(
     "--shards",
     type=Folder,
@@ -153,6 +166,37 @@ def check(release: Path) -> None:
     if problems:
         raise click.exceptions.Exit(1)
     click.echo(f"pipeline.release: {release}: every file matches results.json")
+
+
+@cli.command()
+@click.argument("release", type=Folder)
+@click.option(
+    "--tracking-uri",
+    default=None,
+    help=with_default("MLflow tracking URI", "MLFLOW_TRACKING_URI, else sqlite:///mlflow.db"),
+)
+def register(release: Path, tracking_uri: str | None) -> None:
+    """Register a release's generators in MLflow's Model Registry (srgan-celeba-x4, -x8),
+    tagged with the release's commit, sha256 and test scores, so that `mlflow models serve`
+    serves the shipped weights."""
+    results = read_results(release)
+    problems = check_release(release)
+    if problems:
+        raise InputError(problems[0])
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(run_name=f"release {results['made']}"):
+        for name, model in results["models"].items():
+            generator, _ = read_generator_file(release / model["file"])
+            test = model["scores"].get("test", {}).get("sr", {})
+            scores = {f"test_{k}": f"{test[k]:.4f}" for k in ("psnr_y", "ssim_y") if k in test}
+            tags = {"release_commit": results["commit"], "sha256": model["sha256"],
+                    "step": model["train"]["steps"], "phase": "pretrain", **scores}  # fmt: skip
+            registered = registry_name(generator.scale)
+            info = log_generator(generator, name, registered, tags)
+            version = info.registered_model_version
+            click.echo(f"pipeline.release: {model['file']} registered as "
+                       f"models:/{registered}/{version}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,14 @@
 """One release: shard CelebA, train each scale, keep the EMA generator as a half-precision
-safetensors file, score that file on the test split (lossless) and on FSRNet's faces, and
-write results.json and the model card next to the weights.
+safetensors file, score that file on the val and test splits (lossless) and on FSRNet's faces,
+and write results.json and the model card next to the weights.
 
 Each stage runs the project's own command (srgan-preprocess, pipeline.train under torchrun,
-pipeline.evaluate) as a user would, with its output in OUT/logs/ and on the console; a stage
-whose result is already there is not run again, so re-running after a crash goes on where it
-stopped (training resumes from its newest checkpoint).
+pipeline.evaluate) as a user would, with its output on the console and in OUT/logs/. A stage
+whose result is already in OUT is not run again (a finished training run is kept, an
+unfinished one resumes from its newest checkpoint), and the time it took the first time is read
+back from OUT/stages.json, so a re-run after a crash reports the release's whole cost. The
+release folder is written last and whole: the weights first, results.json and the card after
+them, and weights files of other scales that a previous release left there are removed.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -25,8 +29,8 @@ from typing import Any
 import torch
 
 from pipeline import evaluate
-from pipeline.checkpoint import find_checkpoint, generator_from
-from pipeline.generator_file import save_generator, sha256
+from pipeline.checkpoint import find_checkpoint, generator_from, generator_weights
+from pipeline.generator_file import RELEASE_GLOB, release_file_name, save_generator, sha256
 from pipeline.release.card import render_card
 from pipeline.release.sizes import ReleaseSize
 from preprocess.atomic import atomic_open, write_json
@@ -36,26 +40,31 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_NAME, CARD_NAME = "results.json", "README.md"
 RESULTS_FORMAT = "srgan-celeba-release/1"
 EXPERIMENT = "srgan-celeba-release"
+STAGES_NAME = "stages.json"  # seconds each stage took when it ran
 
 
 class ReleaseError(Exception):
-    """A stage failed; one line naming it and its log."""
+    """A stage failed; one line naming it and where to look."""
+
+
+def _command_line() -> str:
+    return shlex.join(["python", "-m", "pipeline.release", *sys.argv[1:]])
 
 
 @dataclass
 class ReleaseJob:
+    """What one release is made of; paths absolute (stages run from the project root)."""
+
     celeba_root: Path | None  # sharded into OUT/shards, unless `shards` is given
-    out: Path  # shards, runs, logs, scores and MLflow's database
-    release: Path  # the weights, results.json and the card
+    out: Path  # shards, runs, weights, logs, scores, stages.json and MLflow's database
+    release: Path  # the weights, results.json and the card, written last
     size: ReleaseSize
     scales: tuple[int, ...] = (4, 8)
     fsrnet: Path | None = None  # FSRNet's 1,000 HR test faces (128 x 128)
-    nproc: int = 1
+    nproc: int = 1  # training processes, each with the size's batch
     shards: Path | None = None
     train_args: tuple[str, ...] = ()  # after the size's flags: they win
-    command: str = field(
-        default_factory=lambda: shlex.join(["python", "-m", "pipeline.release", *sys.argv[1:]])
-    )
+    command: str = field(default_factory=_command_line)
 
 
 def run_stage(name: str, cmd: list[str], log_path: Path) -> float:
@@ -79,7 +88,22 @@ def run_stage(name: str, cmd: list[str], log_path: Path) -> float:
     return time.perf_counter() - started
 
 
-def make_shards(job: ReleaseJob) -> Path:
+class Stages:
+    """OUT/stages.json: the seconds each stage took when it ran, kept across re-runs."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / STAGES_NAME
+        self.seconds: dict[str, float] = (
+            json.loads(self.path.read_text()) if self.path.is_file() else {}
+        )
+
+    def record(self, name: str, seconds: float) -> float:
+        self.seconds[name] = round(seconds, 1)
+        write_json(self.path, self.seconds)
+        return self.seconds[name]
+
+
+def make_shards(job: ReleaseJob, stages: Stages) -> Path:
     """Lossless shards (PNG HR and LR) of the CelebA root, made once."""
     if job.shards is not None:
         load_manifest(job.shards)  # one line if it is not a preprocess output
@@ -88,182 +112,161 @@ def make_shards(job: ReleaseJob) -> Path:
     if not (shards / MANIFEST_NAME).is_file():
         if job.celeba_root is None:
             raise ReleaseError("a CelebA root or --shards is needed")
-        run_stage(
-            "shard",
-            [
-                sys.executable,
-                "-m",
-                "preprocess.cli",
-                "shard",
-                "--celeba-root",
-                str(job.celeba_root),
-                "--out",
-                str(shards),
-                "--preset",
-                "faces128",
-                "--codec",
-                "png",
-                "--no-progress",
-            ],
-            job.out / "logs" / "shard.log",
-        )
+        cmd = [sys.executable, "-m", "preprocess.cli", "shard", "--celeba-root",
+               str(job.celeba_root), "--out", str(shards), "--preset", "faces128",
+               "--codec", "png", "--no-progress"]  # fmt: skip
+        stages.record("shard", run_stage("shard", cmd, job.out / "logs" / "shard.log"))
     return shards
 
 
-def train(job: ReleaseJob, shards: Path, scale: int) -> tuple[Path, float]:
-    """Train the scale's SRResNet (MSE pretrain phase); returns its run folder and seconds."""
+def launcher(job: ReleaseJob, python: str | None) -> list[str]:
+    """torchrun over the job's processes: `python -m torch.distributed.run` as the release
+    runs it, `torchrun` (python None) as the card shows it."""
+    start = ["torchrun"] if python is None else [python, "-m", "torch.distributed.run"]
+    return [*start, "--standalone", f"--nproc_per_node={job.nproc}", "-m", "pipeline.train"]
+
+
+def train_argv(job: ReleaseJob, scale: int) -> list[str]:
+    """pipeline.train's flags for `scale`, as the card prints them (no machine paths)."""
+    return ["--config", f"configs/x{scale}.toml", "--scale", str(scale), "--phase", "pretrain",
+            *job.size.train_args(scale), *job.train_args]  # fmt: skip
+
+
+def finished_run(job: ReleaseJob, run_dir: Path) -> dict[str, Any] | None:
+    """The run's newest checkpoint if the run is finished (its step is its config's steps);
+    a checkpoint of another network than the size's is one line, not a failed resume."""
+    try:
+        found, state = find_checkpoint(run_dir)
+    except Exception:  # noqa: BLE001 - no readable checkpoint: the run starts or resumes
+        return None
+    model = state.get("config", {}).get("model", {})
+    have = (model.get("blocks"), model.get("channels"))
+    resized = any(arg.startswith(("--blocks", "--channels")) for arg in job.train_args)
+    if have != (job.size.blocks, job.size.channels) and not resized:
+        raise ReleaseError(f"{run_dir}: a run of a B{have[0]}C{have[1]} network, not the "
+                           f"--size {job.size.name} one; use another --out")  # fmt: skip
+    steps = int(state.get("config", {}).get("steps", -1))
+    return {"path": found, "state": state} if int(state.get("step", -2)) >= steps else None
+
+
+def train(job: ReleaseJob, shards: Path, scale: int, stages: Stages) -> tuple[dict, float]:
+    """Train the scale's SRResNet (MSE pretrain phase), unless it finished before; returns its
+    last checkpoint and the seconds training took."""
     run_dir = job.out / "runs" / f"x{scale}"
-    tracking = f"sqlite:///{(job.out / 'mlflow.db').resolve()}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={job.nproc}",
-        "-m",
-        "pipeline.train",
-        "--config",
-        str(PROJECT_ROOT / "configs" / f"x{scale}.toml"),
-        "--scale",
-        str(scale),
-        "--data",
-        str(shards),
-        "--phase",
-        "pretrain",
-        "--out",
-        str(run_dir),
-        "--resume",
-        "auto",
-        "--tracking-uri",
-        tracking,
-        "--experiment",
-        EXPERIMENT,
-        *job.size.train_args(scale),
-        *job.train_args,
-    ]
-    seconds = run_stage(f"train x{scale}", cmd, job.out / "logs" / f"train-x{scale}.log")
-    return run_dir, seconds
+    name = f"train x{scale}"
+    done = finished_run(job, run_dir)
+    if done is None:
+        tracking = f"sqlite:///{job.out / 'mlflow.db'}"
+        cmd = [*launcher(job, sys.executable), "--data", str(shards), "--out", str(run_dir),
+               "--resume", "auto", "--tracking-uri", tracking, "--experiment", EXPERIMENT,
+               *train_argv(job, scale)]  # fmt: skip
+        log = job.out / "logs" / f"train-x{scale}.log"
+        seconds = stages.seconds.get(name, 0.0) + run_stage(name, cmd, log)
+        stages.record(name, seconds)
+        done = finished_run(job, run_dir)
+        if done is None:
+            raise ReleaseError(f"{run_dir}: training ended before its last step; see {log}")
+    else:
+        print(f"release: {name}: finished before, at {done['path']}")
+    return done, stages.seconds.get(name, 0.0)
 
 
-def keep_generator(job: ReleaseJob, run_dir: Path, scale: int) -> tuple[Path, dict[str, Any]]:
-    """The run's last checkpoint's EMA generator as the release's weights file."""
-    found, state = find_checkpoint(run_dir)
-    step, want = int(state.get("step", -1)), job.size.steps(scale)
-    if step < want:
-        raise ReleaseError(f"{found}: step {step}, but the run was to train {want} steps")
-    model = generator_from(state, found, "ema")
-    path = job.release / f"srgan-celeba-x{scale}.safetensors"
-    save_generator(
-        model,
-        path,
-        "fp16",
-        {"step": str(step), "weights": "ema", "phase": "pretrain", "commit": commit()},
-    )
-    network = {
-        "blocks": len(model.body),
-        "channels": model.head[0].out_channels,
-        "output": model.output,
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
-    return path, {"step": step, "network": network, "config": state.get("config", {})}
+def keep_generator(
+    job: ReleaseJob, done: dict[str, Any], scale: int, code: str
+) -> tuple[Path, dict[str, Any]]:
+    """The run's weight average (its raw weights when it kept none) as a weights file in
+    OUT/weights/, copied into the release when every stage has passed."""
+    state, found = done["state"], done["path"]
+    _, which = generator_weights(state["model"], "ema")
+    model = generator_from(state, found, which)
+    step = int(state["step"])
+    path = job.out / "weights" / release_file_name(scale)
+    save_generator(model, path, "fp16", {"step": str(step), "weights": which,
+                                         "phase": "pretrain", "commit": code})  # fmt: skip
+    network = {"blocks": len(model.body), "channels": model.head[0].out_channels,
+               "output": model.output,
+               "parameters": sum(p.numel() for p in model.parameters())}  # fmt: skip
+    return path, {"step": step, "weights": which, "network": network,
+                  "config": state.get("config", {})}  # fmt: skip
 
 
 def score(job: ReleaseJob, weights: Path, scale: int, where: str, source: list[str]) -> dict:
-    """pipeline.evaluate's scores of the released file (as users get it, half precision), run
-    in this process (one torch start-up less per score)."""
+    """pipeline.evaluate's scores of the weights file (as users get it, half precision), run
+    in this process (one torch start-up less per score); its lines are on the console."""
     out = job.out / "scores" / f"x{scale}-{where}.json"
     argv = ["--checkpoint", str(weights), "--scale", str(scale), *source, "--json", str(out)]
     print(f"release: score x{scale} on {where}: python -m pipeline.evaluate {shlex.join(argv)}")
     status = evaluate.main(argv)
     if status != 0:
-        raise ReleaseError(f"scoring x{scale} on {where} failed (exit {status})")
+        raise ReleaseError(f"scoring x{scale} on {where} failed (exit {status}): see above")
     scores = json.loads(out.read_text())
     return {k: scores[k] for k in ("images", "skipped", "sr", "bicubic", "seconds")}
 
 
-def release_scale(job: ReleaseJob, shards: Path, scale: int) -> dict[str, Any]:
-    run_dir, seconds = train(job, shards, scale)
-    weights, made = keep_generator(job, run_dir, scale)
+def release_scale(
+    job: ReleaseJob, shards: Path, scale: int, stages: Stages, code: str
+) -> tuple[Path, dict[str, Any]]:
+    """Train, keep and score one scale; returns its weights file and its results entry."""
+    done, seconds = train(job, shards, scale, stages)
+    weights, made = keep_generator(job, done, scale, code)
+    started = time.perf_counter()
     scores = {
         split: score(job, weights, scale, split, ["--data", str(shards), "--split", split])
         for split in ("val", "test")
     }
     if job.fsrnet is not None:
         scores["fsrnet"] = score(job, weights, scale, "fsrnet", ["--images", str(job.fsrnet)])
-    size = job.size
+    stages.record(f"score x{scale}", time.perf_counter() - started)
     # the global batch the run trained with (a --train-arg may have changed the size's)
-    batch = int(made["config"].get("batch_size", size.batch_size)) * job.nproc
-    return {
+    batch = int(made["config"].get("batch_size", job.size.batch_size)) * job.nproc
+    return weights, {
         "file": weights.name,
         "sha256": sha256(weights),
         "bytes": weights.stat().st_size,
         "dtype": "fp16",
-        "weights": "ema",
+        "weights": made["weights"],
         "network": made["network"],
         "train": {
             "steps": made["step"],
             "batch_size": batch,
             "images_seen": made["step"] * batch,
-            "precision": made["config"].get("precision", size.precision),
-            "seconds": round(seconds, 1),
-            "command": shlex.join(
-                [
-                    "torchrun",
-                    "--standalone",
-                    f"--nproc_per_node={job.nproc}",
-                    "-m",
-                    "pipeline.train",
-                    "--config",
-                    f"configs/x{scale}.toml",
-                    "--scale",
-                    str(scale),
-                    "--phase",
-                    "pretrain",
-                    *size.train_args(scale),
-                    *job.train_args,
-                ]
-            ),
+            "precision": made["config"].get("precision", job.size.precision),
+            "seconds": seconds,
+            "command": shlex.join(launcher(job, None) + train_argv(job, scale)),
         },
         "scores": scores,
     }
 
 
 def commit() -> str:
-    """The code's commit, marked when the tree had changes (what a reader can check out)."""
+    """The code's commit (SRGAN_COMMIT where the tree travelled without .git, as to a device
+    machine), marked when tracked files other than a release's had changes."""
+    if os.environ.get("SRGAN_COMMIT"):
+        return os.environ["SRGAN_COMMIT"]
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=PROJECT_ROOT,
-            text=True,
-            capture_output=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=PROJECT_ROOT,
-            text=True,
-            capture_output=True,
-        ).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, text=True,
+                              capture_output=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!models"], cwd=PROJECT_ROOT, text=True,
+                               capture_output=True).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{head}+changes" if dirty else head
 
 
 def hardware(nproc: int) -> str:
+    """The training devices, for the card: GPUs by name, else the CPU model and its cores."""
     if torch.cuda.is_available():
         return f"{nproc} x {torch.cuda.get_device_name(0)}"
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines
+                  if line.startswith("model name")), platform.processor())  # fmt: skip
     return f"CPU: {model}, {os.cpu_count()} cores"
 
 
 def data_summary(shards: Path) -> dict[str, Any]:
+    """What the card says of the data: source, real or synthetic, preset, codecs, counts."""
     manifest = load_manifest(shards)
     return {
         "source": manifest.get("source"),
@@ -276,28 +279,43 @@ def data_summary(shards: Path) -> dict[str, Any]:
     }
 
 
+def publish(job: ReleaseJob, weights: list[Path], results: dict[str, Any]) -> None:
+    """Weights, then results.json and the card, into the release folder; other scales' files
+    of an earlier release removed, so that the folder holds one release."""
+    job.release.mkdir(parents=True, exist_ok=True)
+    for path in weights:
+        with atomic_open(job.release / path.name, "wb") as handle:
+            handle.write(path.read_bytes())
+    kept = {path.name for path in weights}
+    for old in job.release.glob(RELEASE_GLOB):
+        if old.name not in kept:
+            old.unlink()
+    write_json(job.release / RESULTS_NAME, results)
+    with atomic_open(job.release / CARD_NAME, "w") as handle:
+        handle.write(render_card(results))
+
+
 def run_release(job: ReleaseJob) -> dict[str, Any]:
     """Make the release; returns what results.json holds."""
-    started = time.perf_counter()
+    code = commit()  # before anything is written
     job.out.mkdir(parents=True, exist_ok=True)
-    shards = make_shards(job)
-    models = {f"x{scale}": release_scale(job, shards, scale) for scale in job.scales}
+    stages = Stages(job.out)
+    shards = make_shards(job, stages)
+    made = {f"x{scale}": release_scale(job, shards, scale, stages, code) for scale in job.scales}
     results = {
         "format": RESULTS_FORMAT,
         "made": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": job.command,
-        "commit": commit(),
+        "commit": code,
         "hardware": hardware(job.nproc),
         "size": {"name": job.size.name, "about": job.size.about},
         "data": data_summary(shards),
-        "fsrnet_faces": str(job.fsrnet) if job.fsrnet else None,
-        "minutes": round((time.perf_counter() - started) / 60, 1),
-        "models": models,
+        "fsrnet_faces": job.fsrnet.name if job.fsrnet else None,
+        "minutes": round(sum(stages.seconds.values()) / 60, 1),
+        "models": {name: entry for name, (_, entry) in made.items()},
     }
-    job.release.mkdir(parents=True, exist_ok=True)
-    write_json(job.release / RESULTS_NAME, results)
-    with atomic_open(job.release / CARD_NAME, "w") as handle:
-        handle.write(render_card(results))
+    publish(job, [path for path, _ in made.values()], results)
+    shutil.copy2(job.out / STAGES_NAME, job.out / "logs" / STAGES_NAME)
     return results
 
 

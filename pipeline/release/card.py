@@ -59,7 +59,8 @@ def how_made(results: dict[str, Any]) -> str:
         f"{results['hardware']}, commit `{results['commit']}`.",
         f"- Size `{results['size']['name']}`: {results['size']['about']}.",
         f"- Data: {kind} ({data['source']}), preset {data['preset']} (HR {data['hr_size']} px, "
-        f"{data['codec']} HR, {data['lr_codec']} LR): {images} by CelebA's official split. "
+        f"{data['codec']} HR, {data['lr_codec']} LR): {images} by the root's "
+        "list_eval_partition.txt. "
         "Trained on the train split; val scored during training and by the release; the "
         "test split only by the release, after training.",
     ]
@@ -82,11 +83,12 @@ def render_card(results: dict[str, Any]) -> str:
         for name, m in results["models"].items()
     )
     interim = ""
-    if "CPU" in results["hardware"]:
+    if results["size"]["name"] != "gpu":
         interim = (
-            "\n**Interim weights, made on a CPU**: the small network a 2-core machine "
-            "trains in about an hour, not the paper-size generator. They are replaced "
-            "when `launch/release.sh` runs with `--size gpu` on a GPU.\n"
+            f"\n**Interim weights** (`--size {results['size']['name']}`, on "
+            f"{results['hardware']}): {results['size']['about']}; not the paper-size "
+            "generator. They are replaced when `launch/release.sh` runs with `--size gpu` on "
+            "a GPU.\n"
         )
     return f"""# srgan-celeba: released generators
 
