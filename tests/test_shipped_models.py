@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import mlflow.pytorch
 import numpy as np
 import pytest
 import torch
@@ -14,8 +15,10 @@ from helpers import PROJECT_ROOT
 from PIL import Image
 
 from pipeline import export, upscale
+from pipeline.generator_file import read_generator_file
 from pipeline.metrics import psnr
 from pipeline.release import check_release, results_block
+from pipeline.release.__main__ import main as release_main
 from pipeline.release.card import BEGIN, END
 from pipeline.shipped import SHIPPED, shipped_model
 from preprocess.images import center_crop, resize_bicubic
@@ -90,3 +93,24 @@ def test_a_missing_shipped_model_is_one_line(tmp_path, monkeypatch, capsys):
     argv = ["--model", "x4", "--checkpoint", "x.pt", "--input", str(face), "--output", "o.png"]
     assert upscale.main(argv) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_register_puts_the_shipped_weights_in_the_model_registry(tmp_path, capsys):
+    """What `mlflow models serve -m models:/srgan-celeba-x4/1` then serves (README, "Serving")."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert release_main(["register", str(MODELS), "--tracking-uri", uri]) == 0
+    assert "models:/srgan-celeba-x8/1" in capsys.readouterr().out
+    results = json.loads((MODELS / "results.json").read_text())
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    tags = client.get_model_version("srgan-celeba-x4", "1").tags
+    assert tags["sha256"] == results["models"]["x4"]["sha256"]
+    assert tags["test_psnr_y"] == f"{results['models']['x4']['scores']['test']['sr']['psnr_y']:.4f}"
+    mlflow.set_tracking_uri(uri)
+    try:
+        served = mlflow.pytorch.load_model("models:/srgan-celeba-x4/1")
+    finally:
+        mlflow.set_tracking_uri(None)
+    shipped = read_generator_file(shipped_model("x4"))[0]
+    lr = torch.rand(2, 3, 20, 24)
+    with torch.no_grad():
+        assert (served(lr) - shipped(lr)).abs().max() < 1e-5
