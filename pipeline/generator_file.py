@@ -12,6 +12,7 @@ by far less than the scores' second decimal; the release scores the half-precisi
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -59,11 +60,23 @@ def save_generator(
         for name, t in model.state_dict().items()
     }
     header = {"format": FORMAT, "dtype": dtype, **architecture(model), **(metadata or {})}
-    data = save_bytes(state, metadata={k: str(v) for k, v in header.items()})
+    data = canonical(save_bytes(state, metadata={k: str(v) for k, v in header.items()}))
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "wb") as handle:
         handle.write(data)
     return hashlib.sha256(data).hexdigest()
+
+
+def canonical(data: bytes) -> bytes:
+    """The same file with its JSON header's keys sorted: safetensors writes the metadata in the
+    order of a hash map seeded per process, so the same weights would get another sha256 each
+    time. Same keys and values, so the header keeps its length (and its padding)."""
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    ordered = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    if len(ordered) > length:  # never for what safetensors writes; keep its bytes then
+        return data
+    return data[:8] + ordered.ljust(length) + data[8 + length :]
 
 
 def read_generator_file(path: Path, which: str | None = None) -> tuple[SRResNet, dict[str, str]]:
