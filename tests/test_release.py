@@ -21,6 +21,7 @@ from pipeline.release.card import BEGIN, END
 
 pytestmark = pytest.mark.slow
 FACES = 4  # "FSRNet's faces": HR crops made here from the sample's test faces
+NO_TRACKING = "--train-arg=--tracking-uri=none"  # MLflow's part is test_train's; seconds here
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def release(small_root, tmp_path_factory):
         Image.open(path).convert("RGB").crop((25, 45, 153, 173)).save(faces / f"{path.stem}.png")
     result = subprocess.run(
         ["bash", "launch/release.sh", str(small_root), "--size", "smoke", "--out",
-         str(work / "out"), "--fsrnet", str(faces)],
+         str(work / "out"), "--fsrnet", str(faces), NO_TRACKING],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -124,7 +125,7 @@ def test_a_rerun_trains_nothing_again_and_writes_one_whole_release(release, smal
     again.mkdir()
     (again / "srgan-celeba-x8.safetensors").write_bytes(b"an earlier release's")
     result = _build(small_root, "--size", "smoke", "--out", out, "--release", again,
-                    "--scales", "4")  # fmt: skip
+                    "--scales", "4", NO_TRACKING)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "train x4: finished before" in result.stdout
     assert "torch.distributed.run" not in result.stdout  # no training started
