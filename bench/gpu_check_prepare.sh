@@ -36,6 +36,8 @@ awk -v n="$train_images" -v test="${RELEASE:+1}" 'NR == FNR {have[$1]; next}
     sed "s|^|$celeba/img_align_celeba/|" | xargs cp -t "$dest/celeba/img_align_celeba/"
 rm "$dest/present.txt"
 if [[ -n "${RELEASE:-}" ]]; then
+    # the tree travels without .git: the release's card names this commit
+    git -C "$root" rev-parse HEAD >"$dest/commit" 2>/dev/null || true
     fsrnet="${FSRNET:-$root/../shared/data/celeba-fsrnet-test}"
     mkdir -p "$dest/fsrnet"
     if [[ -d "$fsrnet" ]]; then cp "$fsrnet"/* "$dest/fsrnet/"; fi

@@ -26,6 +26,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || echo "no nv
 "$python" -m pip install -q --no-index --no-deps --target "$work/site" "$bundle"/wheels/*.whl ||
     exit 1
 export PYTHONPATH="$work/site:$root"
+if [[ -s "$bundle/commit" ]]; then export SRGAN_COMMIT="${SRGAN_COMMIT:-$(cat "$bundle/commit")}"; fi
 fsrnet=()
 if compgen -G "$bundle/fsrnet/*" >/dev/null; then fsrnet=(--fsrnet "$bundle/fsrnet"); fi
 # shellcheck disable=SC2086  # EXTRA_RELEASE_ARGS splits into arguments

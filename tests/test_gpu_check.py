@@ -206,6 +206,9 @@ def test_the_gpu_release_script_runs_on_a_cpu(small_root, tmp_path):
     assert (sent.count("train"), sent.count("val"), sent.count("test")) == (40, 12, 8)
     assert len(list((bundle / "fsrnet").iterdir())) == 3
     assert any(w.name.startswith("safetensors-") for w in (bundle / "wheels").iterdir())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True).stdout.strip()  # fmt: skip
+    assert (bundle / "commit").read_text().strip() == head
     out = tmp_path / "out"
     run = subprocess.run(
         ["bash", "bench/gpu_release.sh"], cwd=PROJECT_ROOT,
@@ -219,4 +222,5 @@ def test_the_gpu_release_script_runs_on_a_cpu(small_root, tmp_path):
     assert set(results["models"]) == {"x4"}
     assert results["models"]["x4"]["scores"]["test"]["images"] == 8
     assert results["models"]["x4"]["scores"]["fsrnet"]["images"] == 3
+    assert results["commit"] == head  # from the bundle, as on a device without .git
     assert (out / "release-logs.tar.gz").stat().st_size > 0
