@@ -34,8 +34,11 @@ def generator_options(command: Callable) -> Callable:
     )(command)
     return click.option(
         "--checkpoint",
-        help="a checkpoint file, a run folder (its newest checkpoint), a released .safetensors "
-        "file, or an MLflow model URI: models:/srgan-celeba-x4/latest, runs:/RUN_ID/generator",
+        help=with_default(
+            "a checkpoint file, a run folder (its newest checkpoint), a released .safetensors "
+            "file, or an MLflow model URI: models:/srgan-celeba-x4/latest, runs:/RUN_ID/generator",
+            "the shipped --model",
+        ),
     )(command)
 
 
