@@ -132,7 +132,7 @@ def metric_ms(hr: int, scale: int = 4, images: int = 8, repeats: int = 3) -> tup
             best(lambda: image_scores(bicubic_upscale(lr, scale), target, scale)))  # fmt: skip
 
 
-def metric_rows() -> list[tuple[str, str]]:
+def metric_rows(images: int = 8, repeats: int = 3) -> list[tuple[str, str]]:
     """The measured metric cost per image, then what it makes of a whole CelebA val split:
     an ESTIMATE (no run of 19,867 images behind it, nor more than 2 processes), printed with
     its formula. Before: rank 0 alone scored SR and bicubic for every image; after: bicubic is
@@ -140,7 +140,7 @@ def metric_rows() -> list[tuple[str, str]]:
     rows = []
     val = CELEBA_SPLITS["val"]
     for hr in (128, 256):
-        sr_ms, bicubic_ms = metric_ms(hr)
+        sr_ms, bicubic_ms = metric_ms(hr, images=images, repeats=repeats)
         costs = f"SR scores {sr_ms:.2f} ms, bicubic + scores {bicubic_ms:.2f} ms"
         rows.append((f"metrics per image at HR {hr}, one thread (measured)", costs))
         before = val * (sr_ms + bicubic_ms) / 1e3
@@ -170,9 +170,12 @@ def main() -> None:
     p.add_argument("--blocks", type=int, default=4)
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--metrics-only", action="store_true", help="only the metric-cost rows")
+    p.add_argument("--pairs", type=int, default=2, help="tracking on/off training pairs [2]")
+    p.add_argument("--metric-images", type=int, default=8, help="images per metric timing [8]")
+    p.add_argument("--metric-repeats", type=int, default=3, help="metric timings, best kept [3]")
     args = p.parse_args()
     if args.metrics_only:
-        print_rows(metric_rows())
+        print_rows(metric_rows(args.metric_images, args.metric_repeats))
         return
     args.work.mkdir(parents=True, exist_ok=True)
     shards = build_shards(args.work, args.fraction, args.pool)
@@ -215,7 +218,7 @@ def main() -> None:
                      f"{scores['images_per_rank']}"))  # fmt: skip
 
     speeds = {}
-    for attempt in (1, 2):
+    for attempt in range(1, args.pairs + 1):
         for tracking in ("on", "off"):
             uri = f"sqlite:///{args.work / f'mlflow-{attempt}.db'}" if tracking == "on" else "none"
             out = args.work / f"train-{tracking}-{attempt}"
@@ -224,12 +227,12 @@ def main() -> None:
                 1, "pipeline.train", *train_args(args, shards, out, args.train_steps, uri)
             )
             speeds.setdefault(tracking, []).append(images_per_s(stderr))
-    for attempt in range(2):
+    for attempt in range(args.pairs):
         on, off = speeds["on"][attempt], speeds["off"][attempt]
         rows.append((f"training window, tracking on / off (pair {attempt + 1})",
                      f"{on:.1f} / {off:.1f} img/s = {on / off:.2f}"))  # fmt: skip
 
-    print_rows(rows + metric_rows())
+    print_rows(rows + metric_rows(args.metric_images, args.metric_repeats))
 
 
 if __name__ == "__main__":

@@ -65,6 +65,16 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
     size = _tracked_bytes() + sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
     assert size < DEVICE_RUN_LIMIT, f"{size / 2**20:.1f} MiB to send"
 
+    # the run itself on part of that bundle (its size is checked above): the shards and
+    # evaluate parts take time with each face, and their code is the same for 160 faces
+    images = bundle / "celeba" / "img_align_celeba"
+    keep = {"train": 100, "val": 60}
+    for path in sorted(images.iterdir()):
+        if keep[split_of[path.name]] > 0:
+            keep[split_of[path.name]] -= 1
+        else:
+            path.unlink()
+    sent = [split_of[p.name] for p in images.iterdir()]
     out, work = tmp_path / "out", tmp_path / "work"
     run = subprocess.run(
         ["bash", "bench/gpu_check.sh"],
@@ -213,7 +223,8 @@ def test_the_gpu_release_script_runs_on_a_cpu(small_root, tmp_path):
     run = subprocess.run(
         ["bash", "bench/gpu_release.sh"], cwd=PROJECT_ROOT,
         env=_env(GPU_CHECK_BUNDLE=bundle, OUT=out, GPU_RELEASE_WORK=tmp_path / "work",
-                 SIZE="smoke", EXTRA_RELEASE_ARGS="--scales 4", PYTHON=sys.executable),
+                 SIZE="smoke", EXTRA_RELEASE_ARGS="--scales 4 --train-arg=--tracking-uri=none",
+                 PYTHON=sys.executable),
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:]

@@ -113,7 +113,7 @@ def test_upscale_takes_a_model_uri(registered, tmp_path, monkeypatch, capsys):
     ]
 
 
-def test_the_registered_model_answers_http_like_upscale(registered, tmp_path):
+def test_the_registered_model_answers_http_like_upscale(registered, tmp_path, monkeypatch):
     """`mlflow models serve` (MLflow's real scoring server) on a free port: a face in the
     documented request format comes back as srgan-upscale's output, within 1 grey level."""
     uri, _, _, _, _ = registered
@@ -121,12 +121,10 @@ def test_the_registered_model_answers_http_like_upscale(registered, tmp_path):
     Image.fromarray(face).save(tmp_path / "face.png")
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
-    upscaled = subprocess.run(
-        [sys.executable, "-m", "pipeline.upscale", "--checkpoint", "models:/srgan-celeba-x4/1",
-         "--input", str(tmp_path / "face.png"), "--output", str(tmp_path / "sr.png"),
-         "--device", "cpu"], env=env, capture_output=True, text=True,
-    )  # fmt: skip
-    assert upscaled.returncode == 0, upscaled.stderr
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    argv = ["--checkpoint", "models:/srgan-celeba-x4/1", "--input", str(tmp_path / "face.png"),
+            "--output", str(tmp_path / "sr.png"), "--device", "cpu"]  # fmt: skip
+    assert upscale.main(argv) == 0
     port = free_port()
     with open(tmp_path / "serve.log", "wb") as log:
         server = subprocess.Popen(

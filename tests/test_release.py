@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,9 +13,11 @@ import torch
 from helpers import PROJECT_ROOT
 from PIL import Image
 
+from pipeline import upscale
 from pipeline.checkpoint import find_checkpoint
 from pipeline.generator_file import read_generator_file, sha256
 from pipeline.release import results_block
+from pipeline.release.__main__ import main as release_main
 from pipeline.release.card import BEGIN, END
 
 pytestmark = pytest.mark.slow
@@ -41,9 +42,12 @@ def release(small_root, tmp_path_factory):
     return work / "out", json.loads((work / "out" / "release" / "results.json").read_text())
 
 
-def _build(*args: object) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pipeline.release", "build", *map(str, args)]
-    return subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+def _build(capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str, str]:
+    """`python -m pipeline.release build ARGS` in this process: (status, stdout, stderr)."""
+    capsys.readouterr()
+    status = release_main(["build", *map(str, args)])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
 
 
 def test_the_release_holds_the_ema_generators_it_scored(release, small_root):
@@ -78,26 +82,24 @@ def test_the_card_names_every_file_its_data_and_terms(release):
     assert f"FSRNet (Chen et al. 2018) 26.66 dB: {x8 - 26.66:+.2f} dB" in card
 
 
-def test_check_finds_a_changed_file_and_table_updates_a_document(release, tmp_path):
+def test_check_finds_a_changed_file_and_table_updates_a_document(release, tmp_path, capsys):
     out, results = release
-    check = [sys.executable, "-m", "pipeline.release", "check", str(out / "release")]
-    assert subprocess.run(check, cwd=PROJECT_ROOT, capture_output=True).returncode == 0
+    check = ["check", str(out / "release")]
+    assert release_main(check) == 0
     weights = out / "release" / results["models"]["x4"]["file"]
     good = weights.read_bytes()
     data = bytearray(good)
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
     try:
-        bad = subprocess.run(check, cwd=PROJECT_ROOT, capture_output=True, text=True)
+        assert release_main(check) == 1
     finally:
         weights.write_bytes(good)
-    assert bad.returncode == 1 and "sha256 differs" in bad.stderr
+    assert "sha256 differs" in capsys.readouterr().err
 
     doc = tmp_path / "RESULTS.md"
     doc.write_text(f"# Results\n\n{BEGIN}\nold rows\n{END}\n\nafter\n")
-    update = [sys.executable, "-m", "pipeline.release", "table", str(out / "release"),
-              "--update", str(doc)]  # fmt: skip
-    assert subprocess.run(update, cwd=PROJECT_ROOT, capture_output=True).returncode == 0
+    assert release_main(["table", str(out / "release"), "--update", str(doc)]) == 0
     text = doc.read_text()
     assert "old rows" not in text and text.endswith("\n\nafter\n")
     assert f"{BEGIN}\n{results_block(results)}\n{END}" in text
@@ -110,25 +112,26 @@ def test_the_released_file_upscales(release, tmp_path):
     lr = np.random.default_rng(0).integers(0, 256, (20, 24, 3), np.uint8)
     Image.fromarray(lr).save(tmp_path / "lr.png")
     weights = out / "release" / results["models"]["x8"]["file"]
-    cmd = [sys.executable, "-m", "pipeline.upscale", "--checkpoint", str(weights),
-           "--input", str(tmp_path / "lr.png"), "--output", str(tmp_path / "sr.png"),
-           "--device", "cpu"]  # fmt: skip
-    assert subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True).returncode == 0
+    argv = ["--checkpoint", str(weights), "--input", str(tmp_path / "lr.png"),
+            "--output", str(tmp_path / "sr.png"), "--device", "cpu"]  # fmt: skip
+    assert upscale.main(argv) == 0
     assert Image.open(tmp_path / "sr.png").size == (24 * 8, 20 * 8)
 
 
-def test_a_rerun_trains_nothing_again_and_writes_one_whole_release(release, small_root, tmp_path):
+def test_a_rerun_trains_nothing_again_and_writes_one_whole_release(
+    release, small_root, tmp_path, capsys
+):
     """Finished runs are kept (their first training time reported), and the release folder
     holds this release only: a stale weights file of a scale not released is removed."""
     out, first = release
     again = tmp_path / "again"
     again.mkdir()
     (again / "srgan-celeba-x8.safetensors").write_bytes(b"an earlier release's")
-    result = _build(small_root, "--size", "smoke", "--out", out, "--release", again,
-                    "--scales", "4", NO_TRACKING)  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "train x4: finished before" in result.stdout
-    assert "torch.distributed.run" not in result.stdout  # no training started
+    status, stdout, stderr = _build(capsys, small_root, "--size", "smoke", "--out", out,
+                                    "--release", again, "--scales", "4", NO_TRACKING)  # fmt: skip
+    assert status == 0, stdout[-3000:] + stderr[-3000:]
+    assert "train x4: finished before" in stdout
+    assert "torch.distributed.run" not in stdout  # no training started
     results = json.loads((again / "results.json").read_text())
     assert set(results["models"]) == {"x4"}
     assert sorted(p.name for p in again.iterdir()) == [
@@ -140,11 +143,12 @@ def test_a_rerun_trains_nothing_again_and_writes_one_whole_release(release, smal
         assert x4["scores"]["test"][key] == was["scores"]["test"][key]
 
 
-def test_a_run_of_another_network_in_out_is_one_line(release, small_root, tmp_path):
+def test_a_run_of_another_network_in_out_is_one_line(release, small_root, tmp_path, capsys):
     out, _ = release
-    result = _build(small_root, "--size", "cpu", "--out", out, "--release", tmp_path / "r")
-    assert result.returncode == 1
-    assert result.stderr.strip() == (
+    status, _, stderr = _build(capsys, small_root, "--size", "cpu", "--out", out, "--release",
+                               tmp_path / "r")  # fmt: skip
+    assert status == 1
+    assert stderr.strip() == (
         f"pipeline.release: error: {out / 'runs' / 'x4'}: a run of a B1C8 network, not the "
         "--size cpu one; use another --out"
     )
