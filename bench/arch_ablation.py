@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from PIL import Image  # noqa: E402
 
 from pipeline.archs.srresnet import SRResNet, icnr_  # noqa: E402
-from pipeline.metrics import psnr  # noqa: E402
+from pipeline.evaluation.metrics import psnr  # noqa: E402
 from preprocess.celeba import read_partition  # noqa: E402
 from preprocess.images import center_crop, resize_bicubic  # noqa: E402
 

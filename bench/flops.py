@@ -22,8 +22,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import torch  # noqa: E402
 
-from pipeline.config import TrainConfig  # noqa: E402
-from pipeline.perf import forward_flops, step_flops  # noqa: E402
+from pipeline.training.config import TrainConfig  # noqa: E402
+from pipeline.training.perf import forward_flops, step_flops  # noqa: E402
 from preprocess.protocol import PRESETS  # noqa: E402
 
 # H200 dense bf16 matmul, measured on one (shared/NOTES.md); bench/train_step.py measures the

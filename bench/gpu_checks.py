@@ -42,8 +42,8 @@ from torch import nn  # noqa: E402
 
 from pipeline.archs import SRResNet  # noqa: E402
 from pipeline.archs.sync_bn import sync_batchnorm  # noqa: E402
-from pipeline.config import ModelConfig, TrainConfig  # noqa: E402
-from pipeline.srgan import SRGANModel  # noqa: E402
+from pipeline.training.config import ModelConfig, TrainConfig  # noqa: E402
+from pipeline.training.steps import SRGANModel  # noqa: E402
 
 OUTCOMES = ("PASS", "FAIL", "SKIPPED", "NOT CHECKED")
 RANKS = 2  # processes of the cross-rank checks
@@ -265,7 +265,7 @@ def dali_gpu_decoding_matches_cpu(args) -> str:
     if args.data is None:
         raise Skipped("no --data")
     from pipeline.data import LoaderConfig, build_loader
-    from pipeline.distributed import ProcessPlace
+    from pipeline.runtime.distributed import ProcessPlace
 
     def batches(device: str):
         cfg = LoaderConfig(data=args.data, split="val", scale=4, batch_size=16, shuffle=False,
@@ -289,9 +289,10 @@ def step_loop_syncs_only_at_logging_steps(args) -> str:
         raise Skipped("no --data")
     import tempfile
 
-    from pipeline.distributed import ProcessPlace
-    from pipeline.stopping import StopRequest
-    from pipeline.train import Trainer, parse_args, resolve_device_defaults
+    from pipeline.runtime.distributed import ProcessPlace
+    from pipeline.runtime.stopping import StopRequest
+    from pipeline.train import parse_args
+    from pipeline.training.trainer import Trainer, resolve_device_defaults
 
     log_every, device, seen = 6, torch.device("cuda"), []
     # fp16: GradScaler's inf check must stay on the device (fused Adam takes it)

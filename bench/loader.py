@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from pipeline.data import LoaderConfig, build_loader  # noqa: E402
 from pipeline.data.factory import dali_available  # noqa: E402
-from pipeline.distributed import ProcessPlace  # noqa: E402
+from pipeline.runtime.distributed import ProcessPlace  # noqa: E402
 
 
 def measure(cfg: LoaderConfig, seconds: float) -> float:

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.journal import load  # noqa: E402
+from pipeline.tracking.journal import load  # noqa: E402
 
 RECIPES = {
     # what issue 13 measured: linear output head, constant lr 1e-3, no warm-up, no weight

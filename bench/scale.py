@@ -35,9 +35,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 
 from pipeline.archs import SRResNet  # noqa: E402
-from pipeline.config import ModelConfig, TrainConfig  # noqa: E402
-from pipeline.evaluate import image_scores  # noqa: E402
-from pipeline.metrics import bicubic_upscale  # noqa: E402
+from pipeline.evaluation import image_scores  # noqa: E402
+from pipeline.evaluation.metrics import bicubic_upscale  # noqa: E402
+from pipeline.training.config import ModelConfig, TrainConfig  # noqa: E402
 from preprocess.celeba import IMAGES_DIR, PARTITION_FILE, SYNTHETIC_MARKER  # noqa: E402
 from preprocess.demo_faces import write_demo_celeba  # noqa: E402
 

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pipeline.archs import SRResNet  # noqa: E402
-from pipeline.inference import Generator, load_generator, super_resolve  # noqa: E402
+from pipeline.serving.generators import Generator, load_generator, super_resolve  # noqa: E402
 
 CELEBA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "celeba"
 

@@ -8,8 +8,9 @@
 Each row builds `SRGANModel` as the trainer does (one process) and times `train_step` on
 batches already on the device, so it measures the model alone; bench/trainer.py measures what
 the loader, DDP, logging and checkpoints add. MFU = images/s x FLOPs per image (counted,
-pipeline/perf.py) / the peak of a large matmul in the row's precision, measured first in the
-same run. A row that fails (out of memory, a compile error) says so and the table goes on.
+pipeline/training/perf.py) / the peak of a large matmul in the row's precision, measured
+first in the same run. A row that fails (out of memory, a compile error) says so and the table
+goes on.
 """
 
 from __future__ import annotations
@@ -26,8 +27,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import torch  # noqa: E402
 
-from pipeline.config import ModelConfig, TrainConfig  # noqa: E402
-from pipeline.perf import matmul_peak, peak_label, seconds_per_step, step_flops  # noqa: E402
+from pipeline.training.config import ModelConfig, TrainConfig  # noqa: E402
+from pipeline.training.perf import (  # noqa: E402
+    matmul_peak,
+    peak_label,
+    seconds_per_step,
+    step_flops,
+)
 from preprocess.protocol import PRESETS  # noqa: E402
 
 

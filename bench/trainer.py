@@ -31,11 +31,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import torch  # noqa: E402
 
-from pipeline.config import ModelConfig, TrainConfig  # noqa: E402
 from pipeline.data import LoaderConfig, build_loader  # noqa: E402
 from pipeline.data.shardset import open_split  # noqa: E402
-from pipeline.distributed import ProcessPlace  # noqa: E402
-from pipeline.perf import seconds_per_step  # noqa: E402
+from pipeline.runtime.distributed import ProcessPlace  # noqa: E402
+from pipeline.training.config import ModelConfig, TrainConfig  # noqa: E402
+from pipeline.training.perf import seconds_per_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -37,7 +37,7 @@ vgg_args=""
 if [[ -n "${VGG_WEIGHTS:-}" ]]; then
     vgg_args="--vgg-weights $VGG_WEIGHTS"
     echo "quickstart: the GAN phase uses the VGG19 weights in $VGG_WEIGHTS"
-elif python -c "from pipeline.weights import WEIGHTS as w; assert w['vgg19'].cached_path().is_file()" 2>/dev/null; then
+elif python -c "from pipeline.archs.pretrained import WEIGHTS as w; assert w['vgg19'].cached_path().is_file()" 2>/dev/null; then
     echo "quickstart: the GAN phase uses the real VGG19 ImageNet weights of the torch hub cache"
 else
     echo "quickstart: NOTE: no VGG19 ImageNet weights on this machine, so the GAN phase runs"

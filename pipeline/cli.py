@@ -43,11 +43,6 @@ def parse(command: click.Command, argv: Sequence[str] | None) -> Any:
     return value
 
 
-def first_line(exc: BaseException) -> str:
-    """An exception as one line: its message's first, or its type when it has none."""
-    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
 class InputError(click.ClickException):
     """Bad input (a missing or unreadable file): exit status 2, as for a bad flag."""
 
@@ -74,7 +69,7 @@ def run_command(command: click.Command, argv: Sequence[str] | None) -> int:
     return status if isinstance(status, int) else 0
 
 
-# which of a checkpoint's generator weights a command uses (pipeline/checkpoint.py)
+# which of a checkpoint's generator weights a command uses (pipeline/runtime/checkpoint.py)
 weights_option = click.option(
     "--weights",
     type=click.Choice(["ema", "raw"]),

@@ -21,16 +21,9 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from pipeline.checkpoint import CheckpointError
-from pipeline.cli import (
-    InputError,
-    first_line,
-    run_command,
-    weights_option,
-)
-from pipeline.generator_file import GeneratorFileError
-from pipeline.inference import load_generator
-from pipeline.shipped import generator_options, generator_source
+from pipeline.cli import run_command, weights_option
+from pipeline.runtime.messages import first_line
+from pipeline.serving.shipped import generator_options, load_chosen_generator
 from preprocess.atomic import tmp_path
 
 INPUT, OUTPUT = "lr", "sr"
@@ -113,13 +106,7 @@ def onnx_difference(
 def cli(checkpoint: str | None, model: str | None, onnx_path: Path, weights: str,
         opset: int | None, check: bool) -> None:  # fmt: skip
     """Export a trained generator to ONNX with dynamic batch, height and width."""
-    source = generator_source(checkpoint, model)
-    try:
-        loaded = load_generator(source, torch.device("cpu"), weights)
-    except (CheckpointError, GeneratorFileError) as exc:
-        raise InputError(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - MLflow's errors, one line
-        raise InputError(f"{source}: {first_line(exc)}") from None
+    loaded = load_chosen_generator(checkpoint, model, torch.device("cpu"), weights)
     generator, found = loaded.model, loaded.source
     try:
         worst = export_onnx(generator, onnx_path, opset, check)

@@ -26,17 +26,11 @@ import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from pipeline.checkpoint import CheckpointError
-from pipeline.cli import (
-    InputError,
-    first_line,
-    run_command,
-    weights_option,
-)
-from pipeline.generator_file import GeneratorFileError
-from pipeline.inference import PRECISIONS, Generator, load_generator, resolve_precision
-from pipeline.inference import super_resolve as run_generator
-from pipeline.shipped import generator_options, generator_source
+from pipeline.cli import InputError, run_command, weights_option
+from pipeline.runtime.precision import PRECISIONS, inference_dtype
+from pipeline.serving.generators import Generator
+from pipeline.serving.generators import super_resolve as run_generator
+from pipeline.serving.shipped import generator_options, load_chosen_generator
 from preprocess.atomic import tmp_path
 
 log = logging.getLogger("pipeline.upscale")
@@ -272,14 +266,8 @@ def cli(checkpoint: str | None, model: str | None, source: Path, target: Path, f
         place = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError as exc:
         raise click.BadParameter(str(exc).splitlines()[0], param_hint="--device") from None
-    source_name = generator_source(checkpoint, model)
-    try:
-        generator = load_generator(source_name, place, weights)
-    except (CheckpointError, GeneratorFileError) as exc:
-        raise InputError(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - MLflow's errors, one line
-        raise InputError(f"{source_name}: {first_line(exc)}") from None
-    dtype = resolve_precision(precision, place)
+    generator = load_chosen_generator(checkpoint, model, place, weights)
+    dtype = inference_dtype(precision, place)
     started = time.perf_counter()
     written, skipped = upscale_files(generator, pairs, place, batch_size, tile, tile_overlap,
                                      dtype)  # fmt: skip

@@ -123,8 +123,8 @@ def test_vgg_stays_in_eval_mode():
 
 
 def test_checkpoints_from_before_the_head_choice_load_with_the_linear_head(tmp_path):
-    from pipeline.checkpoint import generator_from
-    from pipeline.config import TrainConfig
+    from pipeline.runtime.checkpoint import generator_from
+    from pipeline.training.config import TrainConfig
 
     cfg = TrainConfig(scale=4)
     cfg.model.blocks, cfg.model.channels = 1, 8

@@ -1,8 +1,9 @@
-"""Which failures the trainer names in one line as a collective's (pipeline/distributed.py)."""
+"""Which failures the trainer names in one line as a collective's
+(pipeline/runtime/distributed.py)."""
 
 from __future__ import annotations
 
-from pipeline.distributed import lost_peer, timed_out
+from pipeline.runtime.distributed import lost_peer, timed_out
 
 GLOO = "[/pytorch/third_party/gloo/gloo/transport/tcp/{}] {}. This is typically caused by ..."
 

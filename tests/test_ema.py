@@ -1,4 +1,4 @@
-"""The generator's weight average (pipeline/ema.py)."""
+"""The generator's weight average (pipeline/training/ema.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from pipeline.archs import SRResNet
-from pipeline.checkpoint import generator_weights
-from pipeline.config import ModelConfig, TrainConfig
-from pipeline.ema import WeightAverage
-from pipeline.srgan import SRGANModel
+from pipeline.runtime.checkpoint import generator_weights
+from pipeline.training.config import ModelConfig, TrainConfig
+from pipeline.training.ema import WeightAverage
+from pipeline.training.steps import SRGANModel
 
 
 def _net(seed: int = 0) -> nn.Module:

@@ -14,10 +14,11 @@ from helpers import PROJECT_ROOT, help_records, run_script
 from torchvision.utils import save_image
 
 from pipeline.archs import SRResNet
-from pipeline.config import ModelConfig, TrainConfig
 from pipeline.data import LoaderConfig, build_loader, open_split
-from pipeline.distributed import ProcessPlace
-from pipeline.evaluate import command_line, evaluate, main, to_8bit
+from pipeline.evaluate import command_line, main
+from pipeline.evaluation.evaluator import evaluate, to_8bit
+from pipeline.runtime.distributed import ProcessPlace
+from pipeline.training.config import ModelConfig, TrainConfig
 
 TINY = ModelConfig(blocks=2, channels=8, d_channels=4)
 
@@ -274,7 +275,7 @@ def test_a_usage_error_is_one_line_and_exit_status_2(capsys, argv, error):
 
 def test_the_srgan_evaluate_script_exits_with_mains_status():
     result = run_script("srgan-evaluate", "--help")
-    assert result.returncode == 0 and "--checkpoint PATH" in result.stdout
+    assert result.returncode == 0 and "--checkpoint PATH|URI" in result.stdout
     result = run_script("srgan-evaluate", "--scale", "4")
     assert result.returncode == 2
     assert result.stderr == "pipeline.evaluate: error: Missing option '--checkpoint'.\n"

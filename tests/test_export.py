@@ -12,8 +12,8 @@ import torch
 
 from pipeline import export
 from pipeline.archs import SRResNet
-from pipeline.checkpoint import save_checkpoint
-from pipeline.config import ModelConfig, TrainConfig
+from pipeline.runtime.checkpoint import save_checkpoint
+from pipeline.training.config import ModelConfig, TrainConfig
 
 
 def _run_folder(folder: Path, scale: int = 8) -> SRResNet:

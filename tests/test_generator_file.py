@@ -8,7 +8,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from pipeline.archs import SRResNet
-from pipeline.generator_file import (
+from pipeline.serving.generator_file import (
     GeneratorFileError,
     read_generator_file,
     save_generator,

@@ -14,7 +14,7 @@ from conftest import copy_of
 from pipeline.data import LoaderConfig, ShardError, build_loader, open_split
 from pipeline.data.dali import DaliLoader
 from pipeline.data.reference import ReferenceLoader
-from pipeline.distributed import ProcessPlace
+from pipeline.runtime.distributed import ProcessPlace
 from preprocess.shards import ShardWriter
 
 SINGLE = ProcessPlace(0, 0, 1)

@@ -9,7 +9,7 @@ from conftest import shared_celeba
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from pipeline.metrics import bicubic_upscale, psnr, rgb_to_y, ssim
+from pipeline.evaluation.metrics import bicubic_upscale, psnr, rgb_to_y, ssim
 
 
 def _faces(count: int = 4, size: int = 128) -> torch.Tensor:

@@ -22,7 +22,7 @@ from PIL import Image
 
 from pipeline import upscale
 from pipeline.archs import SRResNet
-from pipeline.mlflow_model import (
+from pipeline.serving.mlflow_model import (
     images_from_response,
     log_generator,
     registry_name,

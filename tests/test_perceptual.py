@@ -1,4 +1,4 @@
-"""LPIPS and FID (pipeline.perceptual) and the weights they load (pipeline.weights)."""
+"""LPIPS and FID (pipeline.evaluation.perceptual) and the weights they load (pipeline.weights)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import torch
 from torchvision.models import alexnet
 
 from pipeline import weights
-from pipeline.perceptual import (
+from pipeline.archs.pretrained import WEIGHTS, WeightsMissing
+from pipeline.evaluation.perceptual import (
     LPIPS,
     SetStatistics,
     frechet_distance,
     load_fid,
     load_lpips,
 )
-from pipeline.weights import WEIGHTS, WeightsMissing
 
 
 def test_lpips_runs_the_files_alexnet_layer_for_layer(metric_weights):
@@ -124,5 +124,6 @@ def test_weights_check_and_an_offline_fetch_say_what_and_where(tmp_path, monkeyp
     monkeypatch.setattr(torch.hub, "download_url_to_file", download)
     assert weights.main(["fetch", "alexnet"]) == 0
     assert WEIGHTS["alexnet"].cached_path().read_bytes() == b"weights"
-    with pytest.raises(SystemExit):
-        weights.main(["fetch", "resnet"])
+    assert weights.main(["fetch", "resnet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("pipeline.weights: error: ") and "'resnet' is not one of" in error

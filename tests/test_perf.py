@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline import perf
 from pipeline.archs import SRResNet
-from pipeline.config import ModelConfig, TrainConfig
-from pipeline.perf import forward_flops, peak_label, step_flops
-from pipeline.srgan import SRGANModel
+from pipeline.training import perf
+from pipeline.training.config import ModelConfig, TrainConfig
+from pipeline.training.perf import forward_flops, peak_label, step_flops
+from pipeline.training.steps import SRGANModel
 
 TINY = ModelConfig(blocks=2, channels=8, d_channels=4)
 

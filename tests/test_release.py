@@ -14,11 +14,11 @@ from helpers import PROJECT_ROOT
 from PIL import Image
 
 from pipeline import upscale
-from pipeline.checkpoint import find_checkpoint
-from pipeline.generator_file import read_generator_file, sha256
 from pipeline.release import results_block
 from pipeline.release.__main__ import main as release_main
 from pipeline.release.card import BEGIN, END
+from pipeline.runtime.checkpoint import find_checkpoint
+from pipeline.serving.generator_file import read_generator_file, sha256
 
 pytestmark = pytest.mark.slow
 FACES = 4  # "FSRNet's faces": HR crops made here from the sample's test faces

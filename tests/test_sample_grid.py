@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.metrics import bicubic_upscale, psnr, ssim
-from pipeline.sample_grid import CAPTION, COLUMNS, GAP, HEADER, SampleGrid
+from pipeline.evaluation.metrics import bicubic_upscale, psnr, ssim
+from pipeline.evaluation.sample_grid import CAPTION, COLUMNS, GAP, HEADER, SampleGrid
 
 
 def test_grid_has_labelled_columns_and_each_images_scores(tmp_path):

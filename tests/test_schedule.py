@@ -1,4 +1,5 @@
-"""The learning-rate schedule (pipeline/schedule.py): warm-up, cosine, constant, the paper's."""
+"""The learning-rate schedule (pipeline/training/schedule.py): warm-up, cosine, constant, the
+paper's."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import itertools
 
 import pytest
 
-from pipeline.config import OptimConfig
-from pipeline.schedule import learning_rate
+from pipeline.training.config import OptimConfig
+from pipeline.training.schedule import learning_rate
 
 
 def _lrs(phase: str = "pretrain", steps: int = 100, **optim: object) -> list[float]:

@@ -15,12 +15,12 @@ from helpers import PROJECT_ROOT
 from PIL import Image
 
 from pipeline import export, upscale
-from pipeline.generator_file import read_generator_file
-from pipeline.metrics import psnr
+from pipeline.evaluation.metrics import psnr
 from pipeline.release import check_release, results_block
 from pipeline.release.__main__ import main as release_main
 from pipeline.release.card import BEGIN, END
-from pipeline.shipped import SHIPPED, shipped_model
+from pipeline.serving.generator_file import read_generator_file
+from pipeline.serving.shipped import SHIPPED, shipped_model
 from preprocess.images import center_crop, resize_bicubic
 
 MODELS = PROJECT_ROOT / "models"
@@ -83,7 +83,7 @@ def test_export_of_a_shipped_model(tmp_path, capsys):
 
 
 def test_a_missing_shipped_model_is_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("pipeline.shipped.MODELS_DIR", tmp_path)
+    monkeypatch.setattr("pipeline.serving.shipped.MODELS_DIR", tmp_path)
     face = tmp_path / "face.png"
     Image.new("RGB", (8, 8)).save(face)
     assert upscale.main(["--input", str(face), "--output", str(tmp_path / "o.png")]) == 2

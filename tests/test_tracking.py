@@ -13,9 +13,10 @@ import pytest
 
 from pipeline import tracking
 from pipeline.archs import SRResNet
-from pipeline.checkpoint import save_checkpoint
-from pipeline.config import ModelConfig, TrainConfig
+from pipeline.runtime.checkpoint import save_checkpoint
 from pipeline.tracking import Tracker
+from pipeline.tracking.__main__ import main as tracking_main
+from pipeline.training.config import ModelConfig, TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -163,7 +164,7 @@ def test_a_run_started_while_the_server_was_down_is_made_by_sync(tmp_path, caplo
                       {"step": 1, "val_psnr_y": "30.0000"})  # fmt: skip
     tracker.end("FINISHED")
     uri = _uri(tmp_path)
-    assert tracking.main(["sync", str(tmp_path / "run"), "--tracking-uri", uri]) == 0
+    assert tracking_main(["sync", str(tmp_path / "run"), "--tracking-uri", uri]) == 0
     assert "4 records sent" in capsys.readouterr().out  # params, metrics, model, end
     client = mlflow.MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("tracking-test").experiment_id])
@@ -171,7 +172,7 @@ def test_a_run_started_while_the_server_was_down_is_made_by_sync(tmp_path, caplo
     assert _history(uri, run.info.run_id) == [(1, 1.0)]
     version = client.get_model_version("srgan-celeba-x4", "1")  # logged and registered by sync
     assert version.tags == {"run_id": run.info.run_id, "step": "1", "val_psnr_y": "30.0000"}
-    assert tracking.main(["sync", str(tmp_path / "run")]) == 0  # again: nothing twice
+    assert tracking_main(["sync", str(tmp_path / "run")]) == 0  # again: nothing twice
     assert _history(uri, run.info.run_id) == [(1, 1.0)]
 
 

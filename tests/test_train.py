@@ -17,11 +17,11 @@ from helpers import PROJECT_ROOT, help_records, run_script
 from tracking_helpers import client, runs_in, steps_logged
 from trainer_helpers import TINY, run_train, train_cmd
 
-from pipeline.config import ModelConfig, TrainConfig, load_config
 from pipeline.data import LoaderConfig, build_loader
-from pipeline.distributed import ProcessPlace
-from pipeline.srgan import SRGANModel
+from pipeline.runtime.distributed import ProcessPlace
 from pipeline.train import command_line, main, parse_args
+from pipeline.training.config import ModelConfig, TrainConfig, load_config
+from pipeline.training.steps import SRGANModel
 
 
 @pytest.mark.parametrize("preset", ["seed", "faces128"])
@@ -155,7 +155,8 @@ def test_the_srgan_train_script_exits_with_mains_status():
 
 
 def test_auto_memory_format_is_channels_last_on_cpu_and_cuda_and_flags_override_it():
-    from pipeline.train import parse_args, resolve_device_defaults
+    from pipeline.train import parse_args
+    from pipeline.training.trainer import resolve_device_defaults
 
     cpu = torch.device("cpu")
     base = ["--data", "d", "--scale", "4", "--phase", "pretrain", "--precision", "fp32"]
@@ -512,8 +513,9 @@ def test_the_step_loop_reads_nothing_back_from_the_device_between_logging_steps(
     # On the meta device every tensor op runs (shapes only) but reading a value back to the
     # host raises, as a host-device sync would be needed on a GPU: the first read must be
     # the logging step's, whichever step that is.
-    from pipeline.stopping import StopRequest
-    from pipeline.train import Trainer, parse_args, resolve_device_defaults
+    from pipeline.runtime.stopping import StopRequest
+    from pipeline.train import parse_args
+    from pipeline.training.trainer import Trainer, resolve_device_defaults
 
     meta = torch.device("meta")
     for log_every in (3, 5):

@@ -12,9 +12,9 @@ from PIL import Image
 
 from pipeline import upscale
 from pipeline.archs import SRResNet
-from pipeline.checkpoint import save_checkpoint
-from pipeline.config import ModelConfig, TrainConfig
-from pipeline.inference import Generator, super_resolve
+from pipeline.runtime.checkpoint import save_checkpoint
+from pipeline.serving.generators import Generator, super_resolve
+from pipeline.training.config import ModelConfig, TrainConfig
 
 
 def _checkpoint(folder: Path, scale: int = 8, blocks: int = 1, channels: int = 8) -> tuple:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import mlflow
 
-from pipeline.journal import load
+from pipeline.tracking.journal import load
 
 
 def client(db: Path) -> mlflow.MlflowClient:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from pipeline.weights import WEIGHTS, WeightsMissing
+from pipeline.archs.pretrained import WEIGHTS, WeightsMissing
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import torch
 
 from pipeline.data.config import Batch, LoaderConfig, epoch_batches, epoch_shard
 from pipeline.data.shardset import SplitShards
-from pipeline.distributed import ProcessPlace
+from pipeline.runtime.distributed import ProcessPlace
 
 log = logging.getLogger(__name__)
 

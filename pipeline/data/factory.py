@@ -7,7 +7,7 @@ import logging
 
 from pipeline.data.config import Loader, LoaderConfig
 from pipeline.data.shardset import SplitShards, open_split
-from pipeline.distributed import ProcessPlace
+from pipeline.runtime.distributed import ProcessPlace
 
 log = logging.getLogger(__name__)
 

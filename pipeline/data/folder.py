@@ -20,7 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.data.config import Batch
-from pipeline.distributed import ProcessPlace
+from pipeline.runtime.distributed import ProcessPlace
 from preprocess.images import resize_bicubic
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from pipeline.data.config import (
     rank_range,
 )
 from pipeline.data.shardset import SplitShards
-from pipeline.distributed import ProcessPlace
+from pipeline.runtime.distributed import ProcessPlace
 
 log = logging.getLogger(__name__)
 

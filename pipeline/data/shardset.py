@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.distributed import ProcessPlace, first_problem
+from pipeline.runtime.distributed import ProcessPlace, first_problem
 from preprocess.manifest import ManifestError, load_manifest
 from preprocess.shards import index_mismatch, parse_dali_index
 

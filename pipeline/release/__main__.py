@@ -9,10 +9,7 @@ from pathlib import Path
 import click
 import mlflow
 
-from pipeline.checkpoint import CheckpointError
 from pipeline.cli import InputError, run_command, with_default
-from pipeline.generator_file import read_generator_file
-from pipeline.mlflow_model import log_generator, registry_name
 from pipeline.release.build import (
     EXPERIMENT,
     RESULTS_NAME,
@@ -23,6 +20,9 @@ from pipeline.release.build import (
 )
 from pipeline.release.card import results_block, update_block
 from pipeline.release.sizes import SIZES
+from pipeline.runtime.checkpoint import CheckpointError
+from pipeline.serving.generator_file import read_generator_file
+from pipeline.serving.mlflow_model import log_generator, registry_name
 from pipeline.tracking import resolve_tracking_uri
 from preprocess.atomic import atomic_open
 from preprocess.manifest import ManifestError

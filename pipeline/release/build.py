@@ -28,15 +28,15 @@ from typing import Any
 
 import torch
 
-from pipeline import evaluate
-from pipeline.checkpoint import find_checkpoint, generator_from, generator_weights
-from pipeline.generator_file import RELEASE_GLOB, release_file_name, save_generator, sha256
+from pipeline import evaluate  # the command: each score is its run, as a user would make it
 from pipeline.release.card import render_card
 from pipeline.release.sizes import ReleaseSize
+from pipeline.runtime.checkpoint import find_checkpoint, generator_from, generator_weights
+from pipeline.runtime.provenance import PROJECT_ROOT, code_commit
+from pipeline.serving.generator_file import RELEASE_GLOB, release_file_name, save_generator, sha256
 from preprocess.atomic import atomic_open, write_json
 from preprocess.manifest import MANIFEST_NAME, load_manifest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_NAME, CARD_NAME = "results.json", "README.md"
 RESULTS_FORMAT = "srgan-celeba-release/1"
 EXPERIMENT = "srgan-celeba-release"
@@ -238,22 +238,6 @@ def release_scale(
     }
 
 
-def commit() -> str:
-    """The code's commit (SRGAN_COMMIT where the tree travelled without .git, as to a device
-    machine), marked when tracked files other than a release's had changes."""
-    if os.environ.get("SRGAN_COMMIT"):
-        return os.environ["SRGAN_COMMIT"]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, text=True,
-                              capture_output=True, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                ".", ":!models"], cwd=PROJECT_ROOT, text=True,
-                               capture_output=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{head}+changes" if dirty else head
-
-
 def hardware(nproc: int) -> str:
     """The training devices, for the card: GPUs by name, else the CPU model and its cores."""
     if torch.cuda.is_available():
@@ -297,7 +281,7 @@ def publish(job: ReleaseJob, weights: list[Path], results: dict[str, Any]) -> No
 
 def run_release(job: ReleaseJob) -> dict[str, Any]:
     """Make the release; returns what results.json holds."""
-    code = commit()  # before anything is written
+    code = code_commit(mark_changes=True)  # before anything is written
     job.out.mkdir(parents=True, exist_ok=True)
     stages = Stages(job.out)
     shards = make_shards(job, stages)

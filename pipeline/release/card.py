@@ -100,7 +100,7 @@ PSNR-oriented model, not the SRGAN one), 4x (32 -> 128 px) and 8x (16 -> 128 px)
 {files}
 
 Use: `srgan-upscale --input FACE --output OUT` (the 4x; `--model x8` for the 8x), or load the
-file with `pipeline.generator_file.read_generator_file`. The input is the whole LR face in
+file with `pipeline.serving.generator_file.read_generator_file`. The input is the whole LR face in
 [0, 1]; faces aligned and cropped as CelebA's (`srgan-preprocess`: centre crop 178, HR 128).
 
 ## How they were made

@@ -22,10 +22,10 @@ import torch
 import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-from pipeline.config import ModelConfig, TrainConfig
+from pipeline.training.config import ModelConfig, TrainConfig
 from pipeline.data import LoaderConfig, build_loader
-from pipeline.distributed import ProcessPlace
-from pipeline.srgan import SRGANModel, unwrap
+from pipeline.runtime.distributed import ProcessPlace
+from pipeline.training.steps import SRGANModel, unwrap
 
 GLOBAL_BATCH = 8
 # G's GAN-phase gradients (a content loss on random VGG features, 1e-3 adversarial) are about

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from pipeline.data import LoaderConfig, build_loader
-from pipeline.distributed import ProcessPlace
+from pipeline.runtime.distributed import ProcessPlace
 
 
 def main() -> None:

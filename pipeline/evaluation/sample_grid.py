@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.metrics import bicubic_upscale, psnr, ssim
+from pipeline.evaluation.metrics import bicubic_upscale, psnr, ssim
 from preprocess.atomic import tmp_path
 
 log = logging.getLogger(__name__)

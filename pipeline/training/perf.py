@@ -13,8 +13,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.config import TrainConfig
-from pipeline.srgan import SRGANModel
+from pipeline.training.config import TrainConfig
+from pipeline.training.steps import SRGANModel
 
 PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from pipeline.config import OptimConfig
+from pipeline.training.config import OptimConfig
 
 
 def learning_rate(optim: OptimConfig, phase: str, step: int, steps: int) -> float:

@@ -79,7 +79,7 @@ def find_checkpoint(path: Path, what: str = "checkpoint") -> tuple[Path, dict[st
 
 
 def generator_weights(model_state: dict[str, Any], which: str = "ema") -> tuple[dict, str]:
-    """G's weight average when asked for and kept (pipeline/ema.py), else its raw weights;
+    """G's weight average when asked for and kept (pipeline/training/ema.py), else its raw weights;
     and which of the two it is."""
     if which == "ema" and "generator_ema" in model_state:
         return model_state["generator_ema"]["weights"], "ema"

@@ -9,11 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
+import torch
 
 from pipeline.cli import InputError, with_default
-from pipeline.generator_file import release_file_name
+from pipeline.runtime.provenance import PROJECT_ROOT
+from pipeline.serving.generator_file import release_file_name
+from pipeline.serving.generators import LOAD_ERRORS, Generator, load_generator
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+MODELS_DIR = PROJECT_ROOT / "models"
 SHIPPED = {f"x{scale}": release_file_name(scale) for scale in (4, 8)}
 DEFAULT_MODEL = "x4"
 
@@ -53,3 +56,14 @@ def generator_source(checkpoint: str | None, model: str | None) -> str:
         raise InputError(f"{path}: shipped model not found (pass --checkpoint, or make one "
                          "with launch/release.sh)")  # fmt: skip
     return str(path)
+
+
+def load_chosen_generator(
+    checkpoint: str | None, model: str | None, device: torch.device, which: str
+) -> Generator:
+    """The generator --checkpoint/--model name, or a one-line InputError saying why not."""
+    source = generator_source(checkpoint, model)
+    try:
+        return load_generator(source, device, which)
+    except LOAD_ERRORS as exc:
+        raise InputError(str(exc)) from None

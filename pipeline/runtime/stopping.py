@@ -3,8 +3,8 @@
 SLURM (preemption, `scancel --signal`) and torchrun send SIGTERM or SIGUSR2 to the ranks,
 not necessarily all at the same moment. The ranks must still agree on the step at which they
 stop, or DDP hangs in a collective that some ranks never join. The vote travels over the CPU
-gloo group (pipeline.distributed), never through the GPU, and asynchronously: each step posts
-this rank's flag and reads the result posted one step earlier, so no step waits for it. All
+gloo group (pipeline.runtime.distributed), never through the GPU, and asynchronously: each step
+posts this rank's flag and reads the result posted one step earlier, so no step waits for it. All
 ranks read the same results at the same steps, so they stop together, one step after the
 first rank saw the signal.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from pipeline.distributed import control_group, distributed
+from pipeline.runtime.distributed import control_group, distributed
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 

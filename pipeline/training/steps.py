@@ -18,19 +18,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pipeline.archs import Discriminator, SRResNet, VGGFeatures
 from pipeline.archs.sync_bn import sync_batchnorm
-from pipeline.config import TrainConfig
-from pipeline.ema import WeightAverage
-from pipeline.losses import ContentLoss, adversarial_loss, pixel_loss
-
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None, "auto": None}
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Autocast to `precision` on `device`; fp32 (and 'auto', not yet resolved) runs as is."""
-    dtype = AUTOCAST_DTYPES[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+from pipeline.runtime.precision import autocast
+from pipeline.training.config import TrainConfig
+from pipeline.training.ema import WeightAverage
+from pipeline.training.losses import ContentLoss, adversarial_loss, pixel_loss
 
 
 def unwrap(module: nn.Module) -> nn.Module:

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.distributed import ProcessPlace, gather_objects
-from pipeline.weights import WEIGHTS, WeightsMissing, load_state
+from pipeline.archs.pretrained import WEIGHTS, WeightsMissing, load_state
+from pipeline.runtime.distributed import ProcessPlace, gather_objects
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=nn.Module)

@@ -21,7 +21,7 @@ from preprocess.atomic import write_bytes
 
 log = logging.getLogger(__name__)
 
-# Bump when pipeline.metrics changes what a score means (border, colour space, window).
+# Bump when pipeline.evaluation.metrics changes what a score means (border, colour space, window).
 METRIC_VERSION = 1
 # Per image, in this order.
 SCORES = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")

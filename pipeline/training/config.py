@@ -32,9 +32,9 @@ class OptimConfig:
     lr: float = 1e-4  # the peak, reached after the warm-up
     beta1: float = 0.9
     beta2: float = 0.999
-    # pipeline/schedule.py: a linear warm-up over `warmup_steps`, then "cosine" down to `min_lr`
-    # at the end of --steps, "constant", or "paper" (pretrain constant; the GAN phase drops by
-    # `gan_lr_drop` after `gan_lr_drop_at` of the steps: 1e5 steps at 1e-4, 1e5 at 1e-5).
+    # pipeline/training/schedule.py: a linear warm-up over `warmup_steps`, then "cosine" down to
+    # `min_lr` at the end of --steps, "constant", or "paper" (pretrain constant; the GAN phase
+    # drops by `gan_lr_drop` after `gan_lr_drop_at` of the steps: 1e5 steps at 1e-4, 1e5 at 1e-5).
     schedule: Schedule = "cosine"
     warmup_steps: int = 50
     min_lr: float = 0.0
@@ -85,12 +85,13 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     dist_timeout: float = 600.0  # seconds a collective waits for the other ranks (NCCL's default)
-    # pipeline/ema.py: an average of G's weights (0: none), evaluated, exported and used for
-    # upscaling unless eval_weights is "raw"
+    # pipeline/training/ema.py: an average of G's weights (0: none), evaluated, exported and used
+    # for upscaling unless eval_weights is "raw"
     ema_decay: float = 0.999
     eval_weights: Literal["ema", "raw"] = "ema"
-    # pipeline/perceptual.py: LPIPS in every evaluation when its AlexNet weights are present
-    # ("auto"), required ("on") or never ("off"); the weights from a file or the torch hub cache
+    # pipeline/evaluation/perceptual.py: LPIPS in every evaluation when its AlexNet weights are
+    # present ("auto"), required ("on") or never ("off"); the weights from a file or the torch
+    # hub cache
     lpips: Literal["auto", "on", "off"] = "auto"
     alexnet_weights: str | None = None
     grid_images: int = 8

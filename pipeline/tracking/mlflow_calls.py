@@ -1,0 +1,134 @@
+"""The MLflow calls the tracker and `sync` make, and the settings they share.
+
+mlflow itself is imported on first use (it takes seconds to import, and ranks other than 0 and
+`--tracking-uri none` runs never need it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.runtime.checkpoint import CheckpointError, find_checkpoint, generator_from
+from pipeline.serving.mlflow_model import log_generator
+from pipeline.tracking.journal import Record
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# MLflow's log_batch takes at most 1000 metrics and 100 params per call.
+METRICS_PER_BATCH, PARAMS_PER_BATCH = 1000, 100
+# MLflow 3's UI shows an experiment of this kind as model training (runs, metrics, charts)
+# rather than as a GenAI app (traces, evaluations)
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def resolve_tracking_uri(flag: str | None) -> str:
+    return flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def next_batch(records: list[Record], start: int, stop: int) -> list[Record]:
+    """Consecutive metric records (up to MLflow's batch limit), or one other record."""
+    if records[start]["kind"] != "metrics":
+        return [records[start]]
+    batch, values = [], 0
+    for record in records[start:stop]:
+        if record["kind"] != "metrics" or values + len(record["data"]) > METRICS_PER_BATCH:
+            break
+        batch.append(record)
+        values += len(record["data"])
+    return batch
+
+
+def send(client: Any, run_id: str, batch: list[Record], run_dir: Path | None = None) -> None:
+    """One MLflow call (or a few, for params) for a batch of records."""
+    from mlflow.entities import Metric, Param  # mlflow: imported when first needed (slow)
+
+    kind = batch[0]["kind"]
+    if kind == "metrics":
+        metrics = [Metric(k, v, r["time"], r["step"]) for r in batch for k, v in r["data"].items()]
+        client.log_batch(run_id, metrics=metrics)
+    elif kind == "params":
+        items = list(batch[0]["data"].items())
+        for first in range(0, len(items), PARAMS_PER_BATCH):
+            chunk = items[first : first + PARAMS_PER_BATCH]
+            client.log_batch(run_id, params=[Param(k, v) for k, v in chunk])
+    elif kind == "artifact":
+        client.log_artifact(run_id, batch[0]["path"], batch[0]["artifact_path"])
+    elif kind == "end":
+        client.set_terminated(run_id, batch[0]["status"])
+    elif kind == "model":
+        if run_dir is None:
+            raise RuntimeError("the model is logged by `sync`, from the run folder")
+        log_newest_generator(client, run_id, run_dir, batch[0])
+
+
+# ---- MLflow calls --------------------------------------------------------------------------
+
+
+def mlflow_module() -> Any:
+    import mlflow
+
+    return mlflow
+
+
+def start_run(
+    uri: str, experiment: str, run_name: str, run_id: str | None, tags: dict[str, str]
+) -> str:
+    mlflow = mlflow_module()
+    mlflow.set_tracking_uri(uri)
+    if run_id is None:
+        if mlflow.get_experiment_by_name(experiment) is None:
+            location = artifact_location(uri, experiment)
+            mlflow.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
+        mlflow.set_experiment(experiment)
+    run = mlflow.start_run(
+        run_id=run_id,
+        run_name=None if run_id else run_name,
+        tags=None if run_id else tags,
+        log_system_metrics=True,
+    )
+    return run.info.run_id
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Beside an SQLite store (not in whatever folder the run started from); else the
+    server's default."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    database = Path(uri[len(prefix) :]).resolve()
+    return (database.parent / "mlartifacts" / experiment).as_uri()
+
+
+def log_newest_generator(client: Any, run_id: str, run_dir: Path, record: Record) -> None:
+    """The model the run could not log: the newest checkpoint's generator. Its version keeps the
+    journalled scores only if that checkpoint is the step they were measured at (a run resumed
+    for more steps before `sync` has newer weights). No checkpoint left: a warning, no model."""
+    try:
+        path, state = find_checkpoint(run_dir)
+    except CheckpointError as exc:
+        log.warning("MLflow: the model is not logged: %s", exc)
+        return
+    tags = dict(record.get("version_tags", {}))
+    if state.get("step") is not None and str(state["step"]) != str(tags.get("step")):
+        tags = {k: v for k, v in tags.items() if not k.startswith("val_")}
+        tags["step"] = state["step"]
+    tags["run_id"] = run_id
+    mlflow = mlflow_module()
+    with mlflow.start_run(run_id=run_id):
+        log_generator(generator_from(state, path), record["name"],
+                      record.get("registered_name"), tags)  # fmt: skip
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
