@@ -1,4 +1,5 @@
-"""Click plumbing shared by the pipeline's commands (train, evaluate, upscale, export).
+"""Click plumbing shared by the pipeline's commands (train, evaluate, upscale, export, weights,
+tracking, release), and the options that name a generator.
 
 Each is a `main(argv) -> int` function, not a click command run standalone: tests call them
 in-process, torchrun runs them as modules, console scripts exit with what they return, and
@@ -13,6 +14,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
+import torch
+
+from pipeline.serving.generators import LOAD_ERRORS, Generator, load_generator
+from pipeline.serving.shipped import DEFAULT_MODEL, SHIPPED, shipped_model
 
 
 class CommandLineDone(SystemExit):
@@ -95,3 +100,49 @@ def on_off(unset: str | None) -> Callback:
         return unset if value is None else "on" if value else "off"
 
     return convert
+
+
+# ---- which generator: --checkpoint or a shipped --model (upscale, export) ----------------
+
+
+def generator_options(command: Callable) -> Callable:
+    """--checkpoint and --model; the command's callback gets both: pass them to
+    `generator_source`."""
+    command = click.option(
+        "--model",
+        type=click.Choice(list(SHIPPED)),
+        default=None,
+        help=with_default("a generator shipped in models/ (when no --checkpoint)", DEFAULT_MODEL),
+    )(command)
+    return click.option(
+        "--checkpoint",
+        help=with_default(
+            "a checkpoint file, a run folder (its newest checkpoint), a released .safetensors "
+            "file, or an MLflow model URI: models:/srgan-celeba-x4/latest, runs:/RUN_ID/generator",
+            "the shipped --model",
+        ),
+    )(command)
+
+
+def generator_source(checkpoint: str | None, model: str | None) -> str:
+    """What --checkpoint/--model name: the checkpoint, else the shipped model's file."""
+    if checkpoint is not None and model is not None:
+        raise click.UsageError("give --checkpoint or --model, not both")
+    if checkpoint is not None:
+        return checkpoint
+    path = shipped_model(model or DEFAULT_MODEL)
+    if not path.is_file():
+        raise InputError(f"{path}: shipped model not found (pass --checkpoint, or make one "
+                         "with launch/release.sh)")  # fmt: skip
+    return str(path)
+
+
+def load_chosen_generator(
+    checkpoint: str | None, model: str | None, device: torch.device, which: str
+) -> Generator:
+    """The generator --checkpoint/--model name, or a one-line InputError saying why not."""
+    source = generator_source(checkpoint, model)
+    try:
+        return load_generator(source, device, which)
+    except LOAD_ERRORS as exc:
+        raise InputError(str(exc)) from None

@@ -21,9 +21,8 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from pipeline.cli import run_command, weights_option
+from pipeline.cli import generator_options, load_chosen_generator, run_command, weights_option
 from pipeline.runtime.messages import first_line
-from pipeline.serving.shipped import generator_options, load_chosen_generator
 from preprocess.atomic import tmp_path
 
 INPUT, OUTPUT = "lr", "sr"

@@ -26,11 +26,16 @@ import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from pipeline.cli import InputError, run_command, weights_option
+from pipeline.cli import (
+    InputError,
+    generator_options,
+    load_chosen_generator,
+    run_command,
+    weights_option,
+)
 from pipeline.runtime.precision import PRECISIONS, inference_dtype
 from pipeline.serving.generators import Generator
 from pipeline.serving.generators import super_resolve as run_generator
-from pipeline.serving.shipped import generator_options, load_chosen_generator
 from preprocess.atomic import tmp_path
 
 log = logging.getLogger("pipeline.upscale")

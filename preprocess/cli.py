@@ -9,10 +9,13 @@ from pathlib import Path
 import click
 
 from preprocess.celeba import CelebAError
+from preprocess.demo_faces import write_demo_celeba
 from preprocess.images import CODEC_EXTENSIONS, Encoding
-from preprocess.job import ShardJob, default_workers, run_shard_job
+from preprocess.job import default_workers, run_shard_job
 from preprocess.manifest import ManifestError
+from preprocess.plan import ShardJob
 from preprocess.protocol import DEFAULT_PRESET, PRESETS, parse_scales
+from preprocess.verify import verify_output
 
 
 def _fail(message: str) -> None:
@@ -114,8 +117,6 @@ def shard(
 @click.option("--no-dali", is_flag=True, help="Skip the DALI reader check.")
 def verify(out: Path, no_dali: bool) -> None:
     """Re-read every shard (tarfile, webdataset, DALI) and check it against the manifest."""
-    from preprocess.verify import verify_output
-
     try:
         problems = verify_output(out, use_dali=not no_dali)
     except ManifestError as exc:
@@ -134,8 +135,6 @@ def verify(out: Path, no_dali: bool) -> None:
 @click.option("--count", type=click.IntRange(min=3), default=1000, show_default=True)
 def demo_data(root: Path, count: int) -> None:
     """Draw COUNT synthetic faces in the CelebA layout under ROOT (for machines without CelebA)."""
-    from preprocess.demo_faces import write_demo_celeba
-
     write_demo_celeba(root, count)
     click.echo(f"srgan-preprocess: wrote {count} synthetic faces to {root}")
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from preprocess.celeba import SPLITS
 from preprocess.pillow_check import pillow_flavour
-
-if TYPE_CHECKING:
-    from preprocess.job import Plan, ShardJob
+from preprocess.plan import Plan, ShardJob
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1

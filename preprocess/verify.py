@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tarfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -145,8 +146,6 @@ def check_with_dali(out: Path, manifest: dict[str, Any], split: str) -> list[str
 
 
 def _component_hashes(tar_path: Path, roles: list[str], exts: list[str]) -> list[tuple[str, ...]]:
-    import tarfile
-
     out = []
     with tarfile.open(tar_path, "r:") as tar:
         data = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]

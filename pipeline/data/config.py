@@ -24,6 +24,23 @@ class Batch(NamedTuple):
     keys: list[str] | None = None
 
 
+@dataclass
+class ReadSettings:
+    """How a training run reads its shards: TrainConfig.loader (a config file's [loader] table,
+    the --loader* flags). Its defaults are LoaderConfig's too, and the trainer passes these
+    fields on to LoaderConfig by name, so a setting added here reaches the loader."""
+
+    backend: Backend = "auto"
+    decode_device: DecodeDevice = "auto"
+    threads: int = 2
+    prefetch: int = 2
+    initial_fill: int = 4096
+    flip: bool = True
+
+
+_READ = ReadSettings()
+
+
 @dataclass(frozen=True)
 class LoaderConfig:
     """How one split is read. `batch_size` is per process.
@@ -38,13 +55,13 @@ class LoaderConfig:
     scale: int = 4
     batch_size: int = 16
     shuffle: bool = True
-    flip: bool = True
+    flip: bool = _READ.flip
     seed: int = 0
-    backend: Backend = "auto"
-    decode_device: DecodeDevice = "auto"
-    threads: int = 2
-    prefetch: int = 2
-    initial_fill: int = 4096
+    backend: Backend = _READ.backend
+    decode_device: DecodeDevice = _READ.decode_device
+    threads: int = _READ.threads
+    prefetch: int = _READ.prefetch
+    initial_fill: int = _READ.initial_fill
     with_keys: bool = False
     drop_last: bool = True  # training: equal full batches on every rank; eval: every sample
 

@@ -6,6 +6,8 @@ import importlib.util
 import logging
 
 from pipeline.data.config import Loader, LoaderConfig
+from pipeline.data.dali import DaliLoader  # imports nvidia.dali itself only when it runs
+from pipeline.data.reference import ReferenceLoader
 from pipeline.data.shardset import SplitShards, open_split
 from pipeline.runtime.distributed import ProcessPlace
 
@@ -41,9 +43,5 @@ def build_loader(
     if backend == "dali":
         if not dali_available():
             raise RuntimeError("the DALI loader was asked for, but nvidia-dali is not installed")
-        from pipeline.data.dali import DaliLoader
-
         return DaliLoader(cfg, shards, place)
-    from pipeline.data.reference import ReferenceLoader
-
     return ReferenceLoader(cfg, shards, place)

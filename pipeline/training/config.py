@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.data.config import ReadSettings
+
 Phase = Literal["pretrain", "gan"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 
@@ -48,16 +50,6 @@ class LossConfig:
     vgg_layer: str = "relu5_4"  # phi_5,4: VGG54
     vgg_rescale: float = 1.0 / 12.75
     adversarial_weight: float = 1e-3
-
-
-@dataclass
-class DataConfig:
-    backend: Literal["auto", "dali", "reference"] = "auto"
-    decode_device: Literal["auto", "gpu", "cpu"] = "auto"
-    threads: int = 2
-    prefetch: int = 2
-    initial_fill: int = 4096
-    flip: bool = True
 
 
 @dataclass
@@ -98,7 +90,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    loader: DataConfig = field(default_factory=DataConfig)
+    loader: ReadSettings = field(default_factory=ReadSettings)
 
     def validate(self) -> None:
         if self.scale not in (2, 4, 8):

@@ -70,20 +70,9 @@ class Trainer:
         self.shards = open_split_once(cfg.data, "train", cfg.scale, place)
         self.val_shards = open_split_once(cfg.data, "val", cfg.scale, place)
         self.check_seconds = time.perf_counter() - self.created
-        self.loader_cfg = LoaderConfig(
-            data=cfg.data,
-            split="train",
-            scale=cfg.scale,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            flip=cfg.loader.flip,
-            seed=cfg.seed,
-            backend=cfg.loader.backend,
-            decode_device=cfg.loader.decode_device,
-            threads=cfg.loader.threads,
-            prefetch=cfg.loader.prefetch,
-            initial_fill=cfg.loader.initial_fill,
-        )
+        self.loader_cfg = LoaderConfig(data=cfg.data, split="train", scale=cfg.scale,
+                                       batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                       **dataclasses.asdict(cfg.loader))  # fmt: skip
         self.loader = build_loader(self.loader_cfg, place, self.shards)
         self.model = SRGANModel(cfg, self.shards.hr_size, device, place.world_size)
         self.step = 0
