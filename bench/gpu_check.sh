@@ -21,7 +21,7 @@
 # Every part has its own time limit; a failed part is logged and the next one still runs.
 # GPU_CHECK_BUNDLE: the prepared folder (default .gpu-check). EXTRA_STEP_ARGS,
 # EXTRA_COMPILE_ARGS, EXTRA_TRAIN_ARGS, EXTRA_EVAL_ARGS, EXTRA_LOADER_ARGS are appended to a part's flags (the
-# last occurrence of a flag wins): tests/test_gpu_check.py runs the whole script on a CPU with
+# last occurrence of a flag wins): tests/bench/test_gpu_check.py runs the whole script on a CPU with
 # tiny sizes that way, so every flag the device run passes is parsed in CI.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -10,7 +10,7 @@ CI has no GPU: each path here also has a CPU test (gloo, AllReduceBatchNorm2d, f
 script is the other half, for the rare runs on a device machine. The cross-rank checks run in
 2 processes (one GPU each, NCCL) where there are 2 GPUs; with one GPU they are reported as NOT
 CHECKED, since one process proves nothing about what crosses between ranks. `--cross-rank-cpu`
-runs them in 2 gloo processes on the CPU instead (tests/test_gpu_check.py), and
+runs them in 2 gloo processes on the CPU instead (tests/bench/test_gpu_check.py), and
 `--unsynced-batchnorm` is its control: plain BatchNorm in place of the synchronised one, which
 the BatchNorm check must FAIL. Prints one PASS / FAIL / SKIPPED / NOT CHECKED line per check
 with its numbers, then a summary line counting each, and exits 1 if any failed.

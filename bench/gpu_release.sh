@@ -9,7 +9,7 @@
 # release/ over models/ and run `python -m pipeline.release table models --update
 # docs/RESULTS.md`. The image has no DALI or MLflow: the reference loader reads the shards and
 # tracking is off there (the trainer says so once and goes on).
-# SIZE (gpu), LIMIT (540 s), EXTRA_RELEASE_ARGS: tests/test_gpu_check.py runs this script on a
+# SIZE (gpu), LIMIT (540 s), EXTRA_RELEASE_ARGS: tests/bench/test_gpu_check.py runs this script on a
 # CPU at SIZE=smoke, so every flag the device run passes is parsed in CI.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

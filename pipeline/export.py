@@ -28,7 +28,7 @@ from preprocess.atomic import tmp_path
 INPUT, OUTPUT = "lr", "sr"
 # (batch, height, width) of the inputs the exported graph is checked at: odd, non-square, one.
 CHECK_SHAPES = ((1, 37, 53), (2, 48, 48), (3, 16, 24))
-# float32 graph vs eager float32 on the CPU: measured about 1e-7 (tests/test_export.py)
+# float32 graph vs eager float32 on the CPU: measured about 1e-7 (tests/serving/test_export.py)
 TOLERANCE = 1e-4
 
 

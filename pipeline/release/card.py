@@ -1,6 +1,6 @@
 """What a release says about itself, rendered from its results.json only: the model card next
 to the weights, and the rows of docs/RESULTS.md (between markers, so the doc cannot drift from
-the file: tests/test_release.py compares them)."""
+the file: tests/release/test_release.py compares them)."""
 
 from __future__ import annotations
 

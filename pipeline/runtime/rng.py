@@ -1,5 +1,5 @@
 """Seeding, and the random state a checkpoint keeps so that a resumed run draws what the
-uninterrupted one would have (tests/test_train.py's bit-identical resume)."""
+uninterrupted one would have (tests/training/test_train.py's bit-identical resume)."""
 
 from __future__ import annotations
 

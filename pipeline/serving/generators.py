@@ -7,7 +7,7 @@ core is kept, so a pixel sees the same neighbourhood as in the whole image as lo
 overlap covers the network's reach. SRResNet-B16 reaches about 40 LR pixels, but nearly all of
 the weight is close: `python bench/tile_seams.py` (B16 as initialised, 128x128 LR, tiles of 32)
 measured a largest difference of 11 grey levels without overlap, 1 with 8 and 16 (mean 0.0114,
-0.0000); tests/test_upscale.py checks 1 level on a 300x200 image.
+0.0000); tests/serving/test_upscale.py checks 1 level on a 300x200 image.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ class TrainConfig:
     resume: str | None = None  # "auto" or a checkpoint path
     precision: Precision = "auto"  # bf16 where the hardware has it, else fp32
     compile: bool = False
-    channels_last: bool | None = None  # None: auto (train.resolve_device_defaults)
+    channels_last: bool | None = None  # None: auto (trainer.resolve_device_defaults)
     tracking_uri: str | None = None
     experiment: str | None = None
     vgg_weights: str | None = None  # a path, "random" (tests only), or None: torch hub cache

@@ -8,14 +8,13 @@ from torch import nn
 
 from pipeline.archs.vgg import VGGFeatures
 
-# The paper rescales VGG feature maps by 1/12.75 so the VGG loss is of the same order as MSE.
-VGG_RESCALE = 1.0 / 12.75
-
 
 class ContentLoss(nn.Module):
-    """MSE between VGG19 feature maps of SR and HR (VGG54 by default), both rescaled."""
+    """MSE between VGG19 feature maps of SR and HR (VGG54 by default), both multiplied by
+    `rescale` (LossConfig.vgg_rescale: the paper's 1/12.75, so that the VGG loss is of the
+    order of the MSE)."""
 
-    def __init__(self, vgg: VGGFeatures, rescale: float = VGG_RESCALE) -> None:
+    def __init__(self, vgg: VGGFeatures, rescale: float) -> None:
         super().__init__()
         self.vgg, self.rescale = vgg, rescale
 

@@ -1,6 +1,6 @@
 """The SRGAN training logic: networks, losses, optimizers and one step of each phase.
 
-Kept apart from the architectures (pipeline/archs) and from the loop (pipeline/train.py).
+Kept apart from the architectures (pipeline/archs) and from the loop (pipeline/training/trainer.py).
 Step order under DDP: the generator's adversarial term runs the discriminator's raw module
 (no DDP hooks, its parameters frozen), and the discriminator's own update runs one DDP forward
 and its backward for the real images, then one for the fakes, so no BatchNorm buffer is used

@@ -2,7 +2,8 @@
 
 Its disk-full scenario runs here (its resumed step is read from the resumed run, issue 21).
 SIGKILL and SIGSTOP are left out: one function (`lost_worker`) with two signals, and a minute
-of the suite; tests/test_faults.py kills a worker with -9 and hangs one with SIGSTOP itself."""
+of the suite; tests/runtime/test_faults.py kills a worker with -9 and hangs one with SIGSTOP
+itself."""
 
 from __future__ import annotations
 
