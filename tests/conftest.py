@@ -104,8 +104,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         reporter.write_line(sample_header(sample_choice()))
 
 
+FAST_TIER = "not integration and not system"  # pyproject.toml's addopts: plain `pytest`
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    terminalreporter.write_line(sample_header(sample_choice()))
+    if terminalreporter.config.option.markexpr == FAST_TIER:
+        terminalreporter.write_line(
+            "fast tier only: the integration and system tests were deselected; "
+            "`bash launch/test.sh` (pytest -m '') runs every tier"
+        )
+    terminalreporter.write_line(sample_header(sample_choice()))  # just above the closing line
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

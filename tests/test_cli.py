@@ -27,6 +27,7 @@ def test_help_shows_every_default_or_required(module):
         assert "[default: " in text or "[required]" in text, option
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("script", "prog"), [("srgan-upscale", "pipeline.upscale"), ("srgan-export", "pipeline.export")]
 )

@@ -11,7 +11,10 @@ import re
 import subprocess
 import sys
 
+import pytest
 from helpers import PROJECT_ROOT
+
+pytestmark = pytest.mark.system  # a benchmark run whole
 
 
 def test_faults_bench_recovers_from_a_full_disk_and_says_how_fast(shards_faces128):

@@ -7,7 +7,10 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
 from helpers import PROJECT_ROOT
+
+pytestmark = pytest.mark.system  # a benchmark run whole
 
 
 def test_recipe_bench_prints_each_recipes_gain_at_each_evaluation(shards_faces128, tmp_path):

@@ -6,7 +6,10 @@ import re
 import subprocess
 import sys
 
+import pytest
 from helpers import PROJECT_ROOT
+
+pytestmark = pytest.mark.system  # a benchmark run whole
 
 
 def test_scale_bench_prints_every_row(tmp_path):

@@ -13,12 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import present_by_split, shared_celeba, synthetic_sample
 from helpers import PROJECT_ROOT
 from PIL import Image
 
 from preprocess.celeba import SYNTHETIC_MARKER, read_partition
+
+pytestmark = pytest.mark.system  # the GPU check scripts, run whole on the CPU
 
 DEVICE_RUN_LIMIT = 64 * 2**20  # what one device run may carry: project + bundle
 TINY_NETS = "--blocks 1 --channels 8 --d-channels 4"

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from helpers import PROJECT_ROOT
 
+pytestmark = pytest.mark.integration  # two processes under torchrun
+
 
 @pytest.mark.parametrize("backend", ["dali", "reference"])
 def test_two_ranks_see_disjoint_samples_that_cover_the_split(shards_faces128, tmp_path, backend):

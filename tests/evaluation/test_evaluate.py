@@ -76,11 +76,12 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.integration
 def test_two_processes_score_like_one_and_the_bicubic_baseline_is_cached(tmp_path, metric_weights):
-    # 13 val faces: 6 for rank 0, 7 for rank 1. Batches of 1, so each face's SR is computed
+    # 7 val faces: 3 for rank 0, 4 for rank 1. Batches of 1, so each face's SR is computed
     # alone in both runs (a conv's last bits can depend on what else is in its batch, and
     # rounding to 8 bits can turn that into a level); only the order of the sums differs.
-    root = make_subset_root(tmp_path / "celeba", {"train": 4, "val": 13, "test": 1})
+    root = make_subset_root(tmp_path / "celeba", {"train": 4, "val": 7, "test": 1})
     data = make_shards(root, tmp_path / "data")
     run = tmp_path / "run"
     _checkpoint(run)
@@ -95,16 +96,16 @@ def test_two_processes_score_like_one_and_the_bicubic_baseline_is_cached(tmp_pat
                                     processes=processes))  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         results[processes] = json.loads(out.read_text())
-        cached = "13 computed, 0 from" if processes == 2 else "0 computed, 13 from the cache"
+        cached = "7 computed, 0 from" if processes == 2 else "0 computed, 7 from the cache"
         assert cached in result.stderr
     one, two = results[1], results[2]
-    assert one["images"] == two["images"] == 13
-    assert one["images_per_rank"] == [13] and two["images_per_rank"] == [6, 7]
+    assert one["images"] == two["images"] == 7
+    assert one["images_per_rank"] == [7] and two["images_per_rank"] == [3, 4]
     for kind in ("sr", "bicubic"):
         assert {"lpips", "fid"} <= set(one[kind])  # FID from statistics summed over ranks
         for name, value in one[kind].items():
             # FID: float64 sums in another order, then the square roots of the eigenvalues of
-            # a rank-12 2048x2048 product: rounding-level eigenvalues give about sqrt(1e-16)
+            # a rank-6 2048x2048 product: rounding-level eigenvalues give about sqrt(1e-16)
             tolerance = 1e-4 if name == "fid" else 1e-6
             assert abs(value - two[kind][name]) <= tolerance, (kind, name, value, two[kind][name])
     assert one["sr"]["lpips"] > one["bicubic"]["lpips"] > 0  # an untrained G is far worse
@@ -115,6 +116,7 @@ def test_two_processes_score_like_one_and_the_bicubic_baseline_is_cached(tmp_pat
     assert sorted(cache["images"]) == _split_keys(data, "val")
 
 
+@pytest.mark.integration
 def test_the_test_split_is_scored_by_the_command_with_a_table(shards_faces128, tmp_path):
     run = tmp_path / "run"
     checkpoint = _checkpoint(run, step=12)
@@ -127,6 +129,7 @@ def test_the_test_split_is_scored_by_the_command_with_a_table(shards_faces128, t
     assert lines[2].split()[0] == "SR" and lines[3].split()[0] == "bicubic"
 
 
+@pytest.mark.integration
 def test_an_image_folder_scores_like_lossless_shards_and_skips_bad_files(
     small_root, tmp_path, metric_weights
 ):
@@ -170,6 +173,7 @@ def test_an_image_folder_scores_like_lossless_shards_and_skips_bad_files(
     assert table[3].startswith("| SRResNet (this pipeline, step 7, raw weights) | ")
 
 
+@pytest.mark.integration
 def test_a_metric_asked_for_without_its_weights_is_a_one_line_error(
     shards_faces128, tmp_path, monkeypatch
 ):
@@ -184,6 +188,7 @@ def test_a_metric_asked_for_without_its_weights_is_a_one_line_error(
     assert "pipeline.weights fetch inception" in error
 
 
+@pytest.mark.integration
 def test_the_weight_average_is_scored_unless_the_raw_weights_are_asked_for(
     shards_faces128, tmp_path
 ):
@@ -206,6 +211,7 @@ def test_the_weight_average_is_scored_unless_the_raw_weights_are_asked_for(
     assert scores["ema"]["sr"]["psnr_y"] != scores["raw"]["sr"]["psnr_y"]
 
 
+@pytest.mark.integration
 def test_wrong_scale_and_missing_checkpoint_are_one_line_errors(shards_faces128, tmp_path):
     run = tmp_path / "run"
     _checkpoint(run, scale=4)
@@ -217,6 +223,7 @@ def test_wrong_scale_and_missing_checkpoint_are_one_line_errors(shards_faces128,
     assert result.returncode == 2 and "nope.pt: checkpoint not found" in result.stderr
 
 
+@pytest.mark.integration
 def test_a_baseline_made_for_other_shards_is_recomputed(shards_faces128, tmp_path):
     data = copy_of(shards_faces128, tmp_path / "data")
     shards = open_split(data, "val", 4)
@@ -273,6 +280,7 @@ def test_a_usage_error_is_one_line_and_exit_status_2(capsys, argv, error):
     assert capsys.readouterr().err.splitlines() == [f"pipeline.evaluate: error: {error}"]
 
 
+@pytest.mark.integration
 def test_the_srgan_evaluate_script_exits_with_mains_status():
     result = run_script("srgan-evaluate", "--help")
     assert result.returncode == 0 and "--checkpoint PATH|URI" in result.stdout

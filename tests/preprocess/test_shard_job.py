@@ -267,7 +267,7 @@ def test_rerun_after_a_kill_finishes_without_redoing_complete_shards(tmp_path: P
     assert not list(out.rglob("*.tmp"))
 
 
-@pytest.mark.slow
+@pytest.mark.integration  # the whole shared sample, verified by three readers
 def test_whole_shared_sample_with_verify(tmp_path: Path):
     # The real sample: 4657 / 780 / 659 of the 202,599 listed; the demo faces list only themselves.
     sample, out = shared_celeba(), tmp_path / "out"

@@ -20,7 +20,8 @@ from pipeline.release.card import BEGIN, END
 from pipeline.runtime.checkpoint import find_checkpoint
 from pipeline.serving.generator_file import read_generator_file, sha256
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.system  # launch/release.sh run whole
+
 FACES = 4  # "FSRNet's faces": HR crops made here from the sample's test faces
 NO_TRACKING = "--train-arg=--tracking-uri=none"  # MLflow's part is test_train's; seconds here
 

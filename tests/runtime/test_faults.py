@@ -19,6 +19,8 @@ from mlflow_server import MlflowServer
 from tracking_helpers import client, last_logged_step, runs_in, steps_logged
 from trainer_helpers import generator_in, run_train, train_cmd
 
+pytestmark = pytest.mark.integration  # faults injected into multi-process runs
+
 STEPS = 60
 ARGS = ["--scale", "4", "--phase", "pretrain", "--steps", str(STEPS), "--checkpoint-every", "4",
         "--eval-every", "1000", "--log-every", "1", "--deterministic", "--seed", "5"]  # fmt: skip
@@ -190,16 +192,16 @@ def test_a_full_disk_at_a_checkpoint_stops_every_rank_cleanly_and_resume_continu
     assert steps_logged(db, run.info.run_id) == list(range(1, resumed + 1))
 
 
-def test_an_mlflow_server_stopped_for_20_s_mid_run_ends_up_with_everything(
+def test_an_mlflow_server_stopped_for_10_s_mid_run_ends_up_with_everything(
     shards_faces128, tmp_path
 ):
     server = MlflowServer(tmp_path / "server.db", free_port(), tmp_path / "server.log",
                           artifacts=tmp_path / "artifacts")  # fmt: skip
     server.start()
     try:
-        out, steps = tmp_path / "run", 450
+        out, steps = tmp_path / "run", 300
         args = ["--scale", "4", "--phase", "pretrain", "--steps", str(steps),
-                "--batch-size", "16", "--checkpoint-every", "10", "--eval-every", "200",
+                "--batch-size", "16", "--checkpoint-every", "10", "--eval-every", "100",
                 "--log-every", "5"]  # fmt: skip
         launcher = subprocess.Popen(
             train_cmd(shards_faces128, out, server.url, *args),
@@ -208,7 +210,7 @@ def test_an_mlflow_server_stopped_for_20_s_mid_run_ends_up_with_everything(
         _wait_for_logged_step(out, 50, launcher)
         server.stop()
         down_at = last_logged_step(out)
-        time.sleep(20)
+        time.sleep(10)
         assert launcher.poll() is None and last_logged_step(out) > down_at + 20  # trained on
         server.start()
         _, stderr = launcher.communicate(timeout=600)
@@ -222,7 +224,7 @@ def test_an_mlflow_server_stopped_for_20_s_mid_run_ends_up_with_everything(
     assert run.info.status == "FINISHED"
     # every logged step, once
     assert steps_logged(server.store, run.info.run_id) == list(range(5, steps + 1, 5))
-    assert evals == [200, 400, steps]  # the final evaluation too
+    assert evals == [100, 200, steps]  # the final evaluation too
     assert [m.name for m in models] == ["generator"]
     warnings = [line for line in stderr.splitlines() if "unreachable" in line]
     assert len(warnings) == 1 and "is back after" in stderr

@@ -8,12 +8,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime
+import pytest
 import torch
 
 from pipeline import export
 from pipeline.archs import SRResNet
 from pipeline.runtime.checkpoint import save_checkpoint
 from pipeline.training.config import ModelConfig, TrainConfig
+
+pytestmark = pytest.mark.integration  # ONNX export and onnxruntime
 
 
 def _run_folder(folder: Path, scale: int = 8) -> SRResNet:

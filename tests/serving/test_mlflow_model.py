@@ -30,6 +30,8 @@ from pipeline.serving.mlflow_model import (
     version_tags,
 )
 
+pytestmark = pytest.mark.integration  # the MLflow registry and its scoring server
+
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):

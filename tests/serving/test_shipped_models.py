@@ -76,6 +76,7 @@ def test_upscale_without_a_checkpoint_uses_the_shipped_model(
         assert gain > 0.3
 
 
+@pytest.mark.integration
 def test_export_of_a_shipped_model(tmp_path, capsys):
     assert export.main(["--model", "x8", "--onnx", str(tmp_path / "x8.onnx")]) == 0
     assert f"x8 generator from {shipped_model('x8')}" in capsys.readouterr().out
@@ -95,6 +96,7 @@ def test_a_missing_shipped_model_is_one_line(tmp_path, monkeypatch, capsys):
     assert "not both" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_register_puts_the_shipped_weights_in_the_model_registry(tmp_path, capsys):
     """What `mlflow models serve -m models:/srgan-celeba-x4/1` then serves (README, "Serving")."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

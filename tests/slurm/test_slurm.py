@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pytest
 from slurm_recipe import (
     GAN_STEPS,
     PRETRAIN_STEPS,
@@ -16,6 +17,8 @@ from slurm_recipe import (
     submit_all,
 )
 from tracking_helpers import runs_in
+
+pytestmark = pytest.mark.system  # SLURM daemons
 
 
 def test_submit_all_runs_pretrain_then_gan_for_both_scales(slurm_recipe):

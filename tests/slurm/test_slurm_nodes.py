@@ -8,11 +8,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from slurm_cluster import NamespacedSlurm
 from slurm_recipe import job_env, submit_train
 from tracking_helpers import last_logged_step, runs_in, steps_logged
 from trainer_helpers import TINY, generator_in, run_train
+
+pytestmark = pytest.mark.system  # SLURM daemons on two emulated nodes
 
 ARGS = [*TINY, "--scale", "4", "--phase", "pretrain", "--log-every", "1", "--eval-every", "1000",
         "--deterministic", "--seed", "3"]  # fmt: skip

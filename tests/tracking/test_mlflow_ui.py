@@ -18,6 +18,8 @@ from conftest import synthetic_sample
 from helpers import free_port
 from mlflow_server import MlflowServer
 
+pytestmark = pytest.mark.system  # Chromium on the MLflow UI
+
 RUN_NAMES = ["x4-gan", "x4-pretrain", "x8-gan", "x8-pretrain"]
 
 

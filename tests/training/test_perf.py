@@ -94,6 +94,7 @@ def test_matmul_peak_is_the_flops_of_the_matmuls_run_over_their_time(monkeypatch
     assert len(shapes) >= 3 + 3  # the warm-up, then at least 0.3 s of the fake clock
 
 
+@pytest.mark.system
 def test_train_step_benchmark_prints_a_row_per_setting_and_the_fastest(tmp_path):
     import json
     import subprocess

@@ -145,6 +145,7 @@ def test_a_usage_error_is_one_line_and_exit_status_2(capsys, argv, error):
     assert line.startswith(f"pipeline.train: error: {error}")
 
 
+@pytest.mark.integration
 def test_the_srgan_train_script_exits_with_mains_status():
     result = run_script("srgan-train", "--help")
     assert result.returncode == 0 and "--lr FLOAT" in result.stdout
@@ -189,6 +190,7 @@ def _largest_change(
     return max((a[k] - b[k]).abs().max().item() for k in keys)
 
 
+@pytest.mark.integration
 def test_two_processes_train_like_one_with_the_same_global_batch(shards_faces128, tmp_path):
     runs = {"one": (1, "average"), "two": (2, "average"), "two_summing": (2, "sum")}
     results = {}
@@ -219,6 +221,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(shards_faces128
     assert two["gan"]["rounds_per_step"] == {"g": 1.0, "d": 1.0}
 
 
+@pytest.mark.integration
 def test_pretrain_loss_falls_and_mlflow_has_it_all(shards_faces128, tmp_path, metric_weights):
     db = tmp_path / "mlflow.db"
     out = tmp_path / "run"
@@ -278,6 +281,7 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> No
         time.sleep(0.05)
 
 
+@pytest.mark.integration
 def test_killed_and_resumed_equals_uninterrupted(shards_faces128, tmp_path):
     args = [
         "--scale",
@@ -323,6 +327,7 @@ def test_killed_and_resumed_equals_uninterrupted(shards_faces128, tmp_path):
     assert run.info.status == "FINISHED"
 
 
+@pytest.mark.integration
 def test_a_torn_checkpoint_is_skipped(shards_faces128, tmp_path):
     args = [
         "--scale",
@@ -344,6 +349,7 @@ def test_a_torn_checkpoint_is_skipped(shards_faces128, tmp_path):
     assert (out / "checkpoints" / "step-00000006.pt").is_file()
 
 
+@pytest.mark.integration
 def test_sigterm_checkpoints_and_resume_finishes(shards_faces128, tmp_path):
     common = "--scale 4 --phase pretrain --checkpoint-every 3 --eval-every 1000 --log-every 1"
     out, db = tmp_path / "run", tmp_path / "mlflow.db"
@@ -369,6 +375,7 @@ def test_sigterm_checkpoints_and_resume_finishes(shards_faces128, tmp_path):
     assert steps == list(range(1, stopped_at + 4))  # every step logged once, none lost
 
 
+@pytest.mark.integration
 def test_gan_phase_needs_init_and_starts_from_it(shards_faces128, tmp_path):
     db = tmp_path / "mlflow.db"
     common = "--scale 4 --eval-every 1000 --checkpoint-every 1000 --steps 2".split()
@@ -394,6 +401,7 @@ def test_gan_phase_needs_init_and_starts_from_it(shards_faces128, tmp_path):
     assert gan.data.params["vgg_weights"].startswith("random (NOT ImageNet")
 
 
+@pytest.mark.integration
 def test_missing_vgg_weights_stop_before_training(shards_faces128, tmp_path):
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch-home")}
     cmd = train_cmd(
@@ -421,6 +429,7 @@ def test_missing_vgg_weights_stop_before_training(shards_faces128, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.integration
 def test_lpips_asked_for_without_weights_stops_before_training(shards_faces128, tmp_path):
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch-home")}
     cmd = train_cmd(shards_faces128, tmp_path / "run", tmp_path / "db.db", "--steps", "2",
@@ -435,6 +444,7 @@ def test_lpips_asked_for_without_weights_stops_before_training(shards_faces128, 
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.integration
 def test_unreachable_tracking_server_does_not_stop_training(shards_faces128, tmp_path):
     out = tmp_path / "run"
     result = run_train(
@@ -460,6 +470,7 @@ def test_unreachable_tracking_server_does_not_stop_training(shards_faces128, tmp
     assert [json.loads(line)["kind"] for line in journal][-1] == "end"  # kept for `sync`
 
 
+@pytest.mark.integration
 def test_broken_shards_stop_before_training(shards_faces128, tmp_path):
     import shutil
 
@@ -471,6 +482,7 @@ def test_broken_shards_stop_before_training(shards_faces128, tmp_path):
     assert "val-000000.idx missing" in result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.integration
 def test_a_shard_broken_in_one_ranks_part_stops_every_rank_with_its_error(
     shards_faces128, tmp_path
 ):
@@ -490,6 +502,7 @@ def test_a_shard_broken_in_one_ranks_part_stops_every_rank_with_its_error(
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.integration
 def test_trains_on_with_one_warning_where_mlflow_cannot_be_imported(shards_faces128, tmp_path):
     # A bare GPU machine (bench/gpu_check.sh) has no MLflow: training must not depend on it.
     blocked = tmp_path / "site" / "mlflow"
@@ -506,6 +519,7 @@ def test_trains_on_with_one_warning_where_mlflow_cannot_be_imported(shards_faces
     assert "val PSNR-Y" in result.stderr  # evaluation still ran and was logged to the console
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("phase", ["pretrain", "gan"])
 def test_the_step_loop_reads_nothing_back_from_the_device_between_logging_steps(
     shards_faces128, tmp_path, phase
