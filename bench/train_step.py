@@ -100,7 +100,7 @@ def main() -> None:
         )  # fmt: skip
         for precision, mode, layout, batch in settings:
             cfg = dataclasses.replace(
-                base, precision=precision, compile=mode == "compile",
+                base, precision=precision, compile="on" if mode == "compile" else "off",
                 channels_last=layout == "cl", batch_size=batch,
             )  # fmt: skip
             row = measure(cfg, hr_size, device, args.warmup, args.steps)

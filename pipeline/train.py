@@ -135,7 +135,9 @@ def _setting(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Calla
     none_means="none, a fresh start",
 )
 @_setting("--precision", help="autocast; auto: bf16 where the hardware has it, else fp32")
-@_setting("--compile", is_flag=True, help="torch.compile the networks")
+@_setting("--compile", help="torch.compile the steps; auto: on for CUDA, off on CPUs")
+@_setting("--compile-backend", help="torch.compile's backend")
+@_setting("--compile-mode", help="torch.compile's mode (reduce-overhead: CUDA graphs)")
 @_setting(
     "--channels-last/--no-channels-last",
     help="NHWC activations",

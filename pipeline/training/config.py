@@ -63,7 +63,10 @@ class TrainConfig:
     init: Path | None = None  # generator weights to start from (the GAN phase needs them)
     resume: str | None = None  # "auto" or a checkpoint path
     precision: Precision = "auto"  # bf16 where the hardware has it, else fp32
-    compile: bool = False
+    # pipeline/training/compilation.py: auto is on for CUDA, off on CPUs (measured there)
+    compile: Literal["auto", "on", "off"] = "auto"
+    compile_backend: str = "inductor"  # torch.compile's backend ("aot_eager": no codegen)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     channels_last: bool | None = None  # None: auto (trainer.resolve_device_defaults)
     tracking_uri: str | None = None
     experiment: str | None = None
@@ -131,6 +134,15 @@ class TrainConfig:
             raise ValueError(f"pixel loss must be mse or l1, got {self.loss.pixel!r}")
         if self.lpips not in ("auto", "on", "off"):
             raise ValueError(f"lpips must be auto, on or off, got {self.lpips!r}")
+        if isinstance(self.compile, bool):  # config files from before auto: compile = true
+            self.compile = "on" if self.compile else "off"
+        if self.compile not in ("auto", "on", "off"):
+            raise ValueError(f"compile must be auto, on or off, got {self.compile!r}")
+        if self.compile_mode not in ("default", "reduce-overhead", "max-autotune"):
+            raise ValueError(
+                "compile mode must be default, reduce-overhead or max-autotune, "
+                f"got {self.compile_mode!r}"
+            )
         if self.dist_timeout <= 0:
             raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
 

@@ -58,7 +58,7 @@ def forward_flops(cfg: TrainConfig, hr_size: int) -> tuple[float, float]:
 def _fp32_eager(cfg: TrainConfig) -> TrainConfig:
     vgg = cfg.vgg_weights if cfg.phase == "pretrain" else "random"  # counting needs no weights
     return dataclasses.replace(
-        cfg, precision="fp32", compile=False, channels_last=False, vgg_weights=vgg
+        cfg, precision="fp32", compile="off", channels_last=False, vgg_weights=vgg
     )
 
 

@@ -10,6 +10,8 @@ by two forwards before a backward.
 from __future__ import annotations
 
 import contextlib
+import copy
+import time
 from typing import Any
 
 import torch
@@ -19,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from pipeline.archs import Discriminator, SRResNet, VGGFeatures
 from pipeline.archs.sync_bn import sync_batchnorm
 from pipeline.runtime.precision import autocast
+from pipeline.training.compilation import COMPILE_ERRORS, compiled, failure_reason
 from pipeline.training.config import TrainConfig
 from pipeline.training.ema import WeightAverage
 from pipeline.training.losses import ContentLoss, adversarial_loss, pixel_loss
@@ -53,13 +56,23 @@ class SRGANModel:
             self.d = DDP(self.d_raw, **ddp_args) if world_size > 1 else self.d_raw
         # after DDP's wrap, which gave every rank rank 0's weights: so is every rank's average
         self.ema = WeightAverage(self.g_raw, cfg.ema_decay) if cfg.ema_decay > 0 else None
-        if cfg.compile:
-            self.g = torch.compile(self.g)
-            self.d = torch.compile(self.d) if self.d is not None else None
+        self.d_frozen = self.d_raw  # D in G's adversarial term: no DDP hooks, weights frozen
         self.content = None
         if self.gan:
             vgg = VGGFeatures(cfg.vgg_weights, cfg.loss.vgg_layer)
             self.content = ContentLoss(vgg, cfg.loss.vgg_rescale).to(device)
+        # "pending" until the first compiled step has run (compiling it), then "compiled", or
+        # "failed" (the step fell back to eager); "off" when not asked for
+        self.compile_state = "off"
+        self.compile_seconds: float | None = None
+        self.compile_error: str | None = None
+        self._eager = (self.g, self.d, self.d_frozen, self.content)
+        if cfg.compile in ("on", True):  # the trainer resolves "auto" first
+            self.g, self.d, self.d_frozen, self.content = (
+                None if m is None else compiled(m, cfg.compile_backend, cfg.compile_mode)
+                for m in self._eager
+            )
+            self.compile_state = "pending"
         # Fused Adam on CUDA: one kernel per step, and it takes fp16's GradScaler inf check
         # on the device (GradScaler.step otherwise reads it back to the host every step).
         adam: dict[str, Any] = {"lr": cfg.optim.lr, "betas": (cfg.optim.beta1, cfg.optim.beta2)}
@@ -88,7 +101,28 @@ class SRGANModel:
     def train_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         """One optimisation step; returns detached losses (local to this rank)."""
         lr, hr = self._input(lr), self._input(hr)
+        if self.compile_state == "pending":
+            return self._first_compiled_step(lr, hr)
+        return self._step(lr, hr)
+
+    def _step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         return self._gan_step(lr, hr) if self.gan else self._pretrain_step(lr, hr)
+
+    def _first_compiled_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The step that compiles (timed). If compiling fails, the weights and optimizer states
+        go back to what they were before it (G may already have taken its update) and the step
+        runs again eager, as every later one will."""
+        before = copy.deepcopy(self.state_dict())
+        started = time.perf_counter()
+        try:
+            losses = self._step(lr, hr)
+        except COMPILE_ERRORS as exc:
+            self.compile_state, self.compile_error = "failed", failure_reason(exc)
+            self.g, self.d, self.d_frozen, self.content = self._eager
+            self.load_state_dict(before)
+            return self._step(lr, hr)
+        self.compile_state, self.compile_seconds = "compiled", time.perf_counter() - started
+        return losses
 
     def _pretrain_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         with self.autocast():
@@ -110,7 +144,7 @@ class SRGANModel:
         with self.autocast():
             sr = self.g(lr)
             content = self.content(sr, hr)
-            adversarial = adversarial_loss(self.d_raw(sr), real=True)
+            adversarial = adversarial_loss(self.d_frozen(sr), real=True)
         g_loss = content.float() + self.cfg.loss.adversarial_weight * adversarial
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g_loss).backward()

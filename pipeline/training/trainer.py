@@ -36,6 +36,7 @@ from pipeline.runtime.rng import rng_state, set_rng_state
 from pipeline.runtime.stopping import StopRequest, StopVote
 from pipeline.serving.mlflow_model import registry_name, version_tags
 from pipeline.tracking import Tracker, resolve_tracking_uri
+from pipeline.training.compilation import compile_on
 from pipeline.training.config import TrainConfig
 from pipeline.training.meter import StepMeter
 from pipeline.training.schedule import learning_rate
@@ -58,7 +59,11 @@ def resolve_device_defaults(cfg: TrainConfig, device: torch.device) -> TrainConf
         channels_last = device.type in ("cpu", "cuda")
         log.info("channels_last %s on %s (auto)", "on" if channels_last else "off", device.type)
     precision = training_precision(cfg.precision, device)
-    return dataclasses.replace(cfg, precision=precision, channels_last=channels_last)
+    compile = "on" if compile_on(cfg.compile, device) else "off"
+    if cfg.compile == "auto":
+        log.info("torch.compile %s on %s (auto)", compile, device.type)
+    return dataclasses.replace(cfg, precision=precision, channels_last=channels_last,
+                               compile=compile)  # fmt: skip
 
 
 class Trainer:
@@ -275,6 +280,17 @@ class Trainer:
             return scores.metrics()
         return {}
 
+    def report_compile(self) -> None:
+        """Once, after the step that compiled: how long it took, or why it fell back to eager."""
+        model = self.model
+        if model.compile_state == "compiled":
+            log.info("torch.compile (%s): the first step took %.1f s, compiling included",
+                     self.cfg.compile_backend, model.compile_seconds)  # fmt: skip
+            self.tracker.log_metrics({"compile/seconds": model.compile_seconds}, self.step)
+        else:
+            log.warning("torch.compile failed, training goes on eager: %s", model.compile_error)
+            self.tracker.log_metrics({"compile/failed": 1.0}, self.step)
+
     # -- the loop
 
     def train(self, stop: StopRequest) -> str:
@@ -301,8 +317,11 @@ class Trainer:
                              meter.first_batch_at - self.created, self.check_seconds)  # fmt: skip
                 self.doing = "a training step"
                 self.model.set_lr(learning_rate(cfg.optim, cfg.phase, self.step, cfg.steps))
+                compiling = self.model.compile_state == "pending"
                 meter.add(self.model.train_step(batch.lr, batch.hr))
                 self.step += 1
+                if compiling:
+                    self.report_compile()
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     means = meter.window()

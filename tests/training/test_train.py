@@ -104,7 +104,7 @@ def test_a_flag_beats_the_config_file_and_an_absent_flag_leaves_the_files_value(
     cfg = parse_args(["--config", str(toml), "--lr", "5e-4", "--lpips"])
     assert (cfg.optim.lr, cfg.lpips) == (5e-4, "on")
     assert (cfg.steps, cfg.optim.warmup_steps) == (7, 3)
-    assert (cfg.channels_last, cfg.compile) == (False, True)
+    assert (cfg.channels_last, cfg.compile) == (False, "on")  # a bool from before "auto"
     assert cfg.batch_size == TrainConfig().batch_size  # in neither: the dataclass's
     cfg = parse_args(["--config", str(toml), "--channels-last", "--steps", "9"])
     assert (cfg.channels_last, cfg.steps, cfg.lpips, cfg.optim.lr) == (True, 9, "off", 2e-4)
@@ -123,7 +123,7 @@ def test_help_shows_every_option_with_trainconfigs_default(capsys):
     assert records["--lr"].endswith(f"[default: {cfg.optim.lr}]")  # 0.0001
     assert records["--steps"].endswith(f"[default: {cfg.steps}]")
     assert records["--loader"].endswith(f"[default: {cfg.loader.backend}]")
-    assert records["--compile"].endswith("[default: off]")
+    assert records["--compile"].endswith("[default: auto]")
     assert records["--lpips"].endswith("[default: auto]")
     assert "[default: auto: on for CPUs and CUDA" in records["--channels-last"]
     assert records["--config"].endswith("[default: none]")
