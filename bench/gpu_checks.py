@@ -245,13 +245,14 @@ def compile_matches_eager(args) -> str:
 
 @check
 def compiled_training_steps(args) -> str:
-    cfg = TrainConfig(phase="gan", scale=4, precision="bf16", compile=True, vgg_weights="random",
+    cfg = TrainConfig(phase="gan", scale=4, precision="bf16", compile="on", vgg_weights="random",
                       model=ModelConfig(4, 32, 16))  # fmt: skip
     model = SRGANModel(cfg, 128, torch.device("cuda"), world_size=1)
     lr = torch.rand(8, 3, 32, 32, device="cuda")
     hr = torch.rand(8, 3, 128, 128, device="cuda") * 2 - 1
     start = time.perf_counter()
     losses = [model.train_step(lr, hr)["loss/generator"].item() for _ in range(3)]
+    assert model.compile_state == "compiled", f"fell back to eager: {model.compile_error}"
     assert all(torch.isfinite(torch.tensor(losses))), losses
     return f"gan bf16 compiled, 3 steps incl. compile {time.perf_counter() - start:.1f} s"
 
@@ -295,14 +296,16 @@ def step_loop_syncs_only_at_logging_steps(args) -> str:
     from pipeline.training.trainer import Trainer, resolve_device_defaults
 
     log_every, device, seen = 6, torch.device("cuda"), []
-    # fp16: GradScaler's inf check must stay on the device (fused Adam takes it)
+    # fp16: GradScaler's inf check must stay on the device (fused Adam takes it). Eager: this
+    # checks the step loop's syncs; compiling (auto on CUDA) would check the compiler's.
     for phase, precision in (("pretrain", "bf16"), ("gan", "bf16"), ("pretrain", "fp16")):
         with tempfile.TemporaryDirectory() as tmp:
             argv = ["--data", str(args.data), "--scale", "4", "--phase", phase, "--steps", "50",
                     "--log-every", str(log_every), "--eval-every", "1000", "--checkpoint-every",
                     "1000", "--out", tmp, "--tracking-uri", f"sqlite:///{tmp}/mlflow.db",
                     "--blocks", "2", "--channels", "16", "--d-channels", "8", "--batch-size", "8",
-                    "--precision", precision, "--vgg-weights", "random"]  # fmt: skip
+                    "--precision", precision, "--vgg-weights", "random",
+                    "--compile", "off"]  # fmt: skip
             cfg = resolve_device_defaults(parse_args(argv), device)
             trainer = Trainer(cfg, ProcessPlace(), device)
             torch.cuda.set_sync_debug_mode("error")

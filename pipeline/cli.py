@@ -16,6 +16,7 @@ from typing import Any
 import click
 import torch
 
+from pipeline.runtime.messages import first_line
 from pipeline.serving.generators import LOAD_ERRORS, Generator, load_generator
 from pipeline.serving.shipped import DEFAULT_MODEL, SHIPPED, shipped_model
 
@@ -146,3 +147,5 @@ def load_chosen_generator(
         return load_generator(source, device, which)
     except LOAD_ERRORS as exc:
         raise InputError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - e.g. weights of another shape: one line, no trace
+        raise InputError(f"{source}: {first_line(exc)}") from None

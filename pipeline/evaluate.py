@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         print(report(scores, path, step, f"{args.precision}, {weights} weights"))
         if args.markdown:
             model = "SRGAN" if generator.phase == "gan" else "SRResNet"
-            label = args.label or f"{model} (this pipeline, step {step:,}, {weights} weights)"
+            at = "" if step is None else f"step {step:,}, "
+            label = args.label or f"{model} (this pipeline, {at}{weights} weights)"
             print(markdown_rows(scores, label))
         if args.json is not None:
             write_json(args.json, {

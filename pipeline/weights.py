@@ -19,7 +19,7 @@ from pipeline.cli import run_command
 NAME = "pipeline.weights"
 
 
-@click.group(NAME, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(NAME, no_args_is_help=False, context_settings={"help_option_names": ["-h", "--help"]})
 def commands() -> None:
     """The pretrained weights this pipeline uses but cannot train."""
 

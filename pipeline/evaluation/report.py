@@ -15,12 +15,12 @@ def _columns(scores: Scores) -> list[tuple[str, str, str]]:
     return [column for column in METRIC_COLUMNS if column[0] in scores.sr]
 
 
-def report(scores: Scores, checkpoint: Path, step: int, precision: str) -> str:
+def report(scores: Scores, checkpoint: Path | str, step: int | None, precision: str) -> str:
     columns = _columns(scores)
     skipped = f", {scores.skipped} skipped" if scores.skipped else ""
     lines = [
         f"{scores.split} split, {scores.images:,} images{skipped}, checkpoint {checkpoint} "
-        f"(step {step}),"
+        f"(step {'unknown' if step is None else step}),"
         f" SR in {precision}, {len(scores.images_per_rank)} process(es), {scores.seconds:.1f} s",
         f"{'':8} " + " ".join(f"{title:>{fmt.split('.')[0]}}" for _, title, fmt in columns),
     ]

@@ -48,12 +48,13 @@ LOAD_ERRORS = (CheckpointError, GeneratorFileError, GeneratorSourceError)
 @dataclass
 class Generator:
     """A generator ready to run and what it is: LR [0, 1] -> SR [-1, 1] at `scale`; made by
-    `phase` at `step` (0 and None where the source does not say), its `weights` ema or raw."""
+    `phase` at `step` (None where the source does not say: an MLflow model), its `weights` ema,
+    raw, or "logged" (an MLflow model: whichever the run logged)."""
 
     model: nn.Module
     scale: int
     source: str
-    step: int = 0
+    step: int | None = 0
     phase: str | None = None
     weights: str = "ema"
 
@@ -64,13 +65,20 @@ def load_generator(
     """The one way a command gets a generator: from a checkpoint file, a run folder (its newest
     readable checkpoint), a released weights file (`.safetensors`), or an MLflow model URI
     (`models:/srgan-celeba-x4/latest`, `runs:/RUN_ID/generator`). With `place`, every rank
-    loads the checkpoint that rank 0 found (a run folder's newest can change while it trains)."""
+    loads the checkpoint that rank 0 found (a run folder's newest can change while it trains),
+    and a URI that one rank cannot load stops every rank; each rank resolves a URI itself, so
+    name a version (`models:/NAME/3`) where one may be registered during the evaluation."""
     if isinstance(source, str) and is_model_uri(source):
+        loaded, problem = None, None
         try:
-            model, scale = load_generator_uri(source, device)  # exported in eval mode
+            loaded = load_generator_uri(source, device)  # exported in eval mode
         except Exception as exc:  # noqa: BLE001 - MLflow's many errors, as one line
-            raise GeneratorSourceError(f"{source}: {first_line(exc)}") from None
-        return Generator(model, scale, source)
+            problem = f"{source}: {first_line(exc)}"
+        if place is not None:  # a rank that cannot load it stops them all
+            problem = first_problem(problem)
+        if problem is not None or loaded is None:
+            raise GeneratorSourceError(problem or f"{source}: not loaded")
+        return Generator(loaded[0], loaded[1], source, step=None, weights="logged")
     if is_generator_file(source):
         model, meta = read_generator_file(Path(source), which)
         return Generator(model.to(device), model.scale, str(source), int(meta.get("step", 0)),

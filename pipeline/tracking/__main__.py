@@ -9,12 +9,16 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import run_command
+from pipeline.cli import InputError, run_command
 from pipeline.runtime.messages import first_line
 from pipeline.tracking.sync import sync
 
 
-@click.group("pipeline.tracking", context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    "pipeline.tracking",
+    no_args_is_help=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 def commands() -> None:
     """MLflow tracking of training runs."""
 
@@ -28,7 +32,7 @@ def sync_command(run_dir: Path, tracking_uri: str | None) -> None:
     try:
         count = sync(run_dir, tracking_uri)
     except Exception as exc:  # noqa: BLE001 - one line, whatever went wrong
-        raise click.ClickException(first_line(exc)) from None
+        raise InputError(first_line(exc)) from None  # exit status 2, as before click
     click.echo(f"pipeline.tracking: {count} records sent from {run_dir}")
 
 

@@ -118,6 +118,8 @@ def seconds_per_step(
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         model.train_step(lr, hr)
+    if model.compile_state == "failed":  # never time eager steps as compiled ones
+        raise RuntimeError(f"torch.compile failed: {model.compile_error}")
     sync()
     start = time.perf_counter()
     for _ in range(steps):

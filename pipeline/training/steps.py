@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils._pytree import tree_map
 
 from pipeline.archs import Discriminator, SRResNet, VGGFeatures
 from pipeline.archs.sync_bn import sync_batchnorm
@@ -25,6 +26,14 @@ from pipeline.training.compilation import COMPILE_ERRORS, compiled, failure_reas
 from pipeline.training.config import TrainConfig
 from pipeline.training.ema import WeightAverage
 from pipeline.training.losses import ContentLoss, adversarial_loss, pixel_loss
+
+
+def _host_copy(value: Any) -> Any:
+    return (
+        value.detach().to("cpu", copy=True)
+        if isinstance(value, torch.Tensor)
+        else copy.deepcopy(value)
+    )
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -111,14 +120,19 @@ class SRGANModel:
     def _first_compiled_step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         """The step that compiles (timed). If compiling fails, the weights and optimizer states
         go back to what they were before it (G may already have taken its update) and the step
-        runs again eager, as every later one will."""
-        before = copy.deepcopy(self.state_dict())
+        runs again eager, as every later one will. Under DDP that holds for failures while
+        compiling a forward; Inductor compiles a backward when it first runs, and a failure
+        there leaves DDP expecting gradients it never got, which ends the run with DDP's own
+        error (`--compile off` then)."""
+        before = tree_map(_host_copy, self.state_dict())  # host memory: no GPU peak
         started = time.perf_counter()
         try:
             losses = self._step(lr, hr)
         except COMPILE_ERRORS as exc:
             self.compile_state, self.compile_error = "failed", failure_reason(exc)
             self.g, self.d, self.d_frozen, self.content = self._eager
+            # a fresh scaler: fp16's knows which optimizers stepped since its last update
+            self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.scaler.is_enabled())
             self.load_state_dict(before)
             return self._step(lr, hr)
         self.compile_state, self.compile_seconds = "compiled", time.perf_counter() - started

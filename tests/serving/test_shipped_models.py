@@ -14,7 +14,7 @@ from conftest import present_by_split, synthetic_sample
 from helpers import PROJECT_ROOT
 from PIL import Image
 
-from pipeline import export, upscale
+from pipeline import evaluate, export, upscale
 from pipeline.evaluation.metrics import psnr
 from pipeline.release import check_release, results_block
 from pipeline.release.__main__ import main as release_main
@@ -97,8 +97,11 @@ def test_a_missing_shipped_model_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.integration
-def test_register_puts_the_shipped_weights_in_the_model_registry(tmp_path, capsys):
-    """What `mlflow models serve -m models:/srgan-celeba-x4/1` then serves (README, "Serving")."""
+def test_register_puts_the_shipped_weights_in_the_model_registry(
+    tmp_path, capsys, monkeypatch, shards_faces128
+):
+    """What `mlflow models serve -m models:/srgan-celeba-x4/1` then serves (README, "Serving"),
+    and what `pipeline.evaluate` scores from the registry as from the file."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert release_main(["register", str(MODELS), "--tracking-uri", uri]) == 0
     assert "models:/srgan-celeba-x8/1" in capsys.readouterr().out
@@ -116,3 +119,19 @@ def test_register_puts_the_shipped_weights_in_the_model_registry(tmp_path, capsy
     lr = torch.rand(2, 3, 20, 24)
     with torch.no_grad():
         assert (served(lr) - shipped(lr)).abs().max() < 1e-5
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    scores = {}
+    for name, source in (("uri", "models:/srgan-celeba-x4/1"), ("file", shipped_model("x4"))):
+        out = tmp_path / f"{name}.json"
+        assert evaluate.main(["--checkpoint", str(source), "--data", str(shards_faces128),
+                              "--scale", "4", "--json", str(out), "--loader-threads", "1",
+                              "--no-lpips", "--no-fid"]) == 0  # fmt: skip
+        scores[name] = json.loads(out.read_text())
+    assert scores["uri"]["sr"]["psnr_y"] == pytest.approx(scores["file"]["sr"]["psnr_y"], abs=1e-3)
+    assert scores["uri"]["images"] == scores["file"]["images"] > 0
+    assert (scores["uri"]["step"], scores["uri"]["weights"]) == (None, "logged")
+    assert evaluate.main(["--checkpoint", "models:/srgan-celeba-x4/9", "--data",
+                          str(shards_faces128), "--scale", "4"]) == 2  # fmt: skip
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("pipeline.evaluate: error: models:/srgan-celeba-x4/9: "), error
+    assert "\n" not in error
