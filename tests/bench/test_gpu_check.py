@@ -127,10 +127,8 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
         (phase, layout) for phase in ("pretrain", "gan") for layout in ("nchw", "cl")
     }
     assert all(r["images_per_s"] > 0 for r in rows), rows
-    for phase in ("pretrain", "gan"):  # the trainer parts: both rows, and their ratio
-        trainer = (out / f"trainer_{phase}.txt").read_text()
-        assert trainer.startswith(f"x4 {phase}, batch 2 per process"), trainer
-        assert re.search(r"^trainer / bare loop \(1 process\): \d+\.\d{3} ", trainer, re.M), trainer
+    for phase in ("pretrain", "gan"):  # the trainer parts (bench/trainer.py), their sums too
+        _check_trainer_table((out / f"trainer_{phase}.txt").read_text(), phase)
     train = (out / "train.txt").read_text()
     assert len(re.findall(r"step [24]: val PSNR-Y [\d.]+ dB \(bicubic [\d.]+\)", train)) == 2, train
     assert re.search(r"^SR +[\d.]+ +[\d.]+", log, re.MULTILINE), log[-3000:]  # the evaluate table
@@ -139,6 +137,23 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
     assert re.search(r"^sr-tiled vs sr-fp32: 4 images, max \|diff\| \d+", log, re.MULTILINE)
     dali_row = r"^\| DALI \| cpu \| 1 \| 2 \| [1-9]\d* \|"  # 1 thread, prefetch 2, images/s
     assert re.search(dali_row, (out / "loader.txt").read_text(), re.MULTILINE)
+
+
+def _check_trainer_table(out: str, phase: str) -> None:
+    """bench/trainer.py's table: the bare step and the trainer, their MFU recomputed from the
+    FLOPs and peak it printed, and their ratio from the two rows."""
+    assert out.startswith(f"x4 {phase}, batch 2 per process"), out
+    flops = float(re.search(r"([\d.]+) GFLOP per image per step", out)[1]) * 1e9
+    peak = float(re.search(r"peak ([\d.]+) TFLOP/s", out)[1]) * 1e12
+    row = r"^(bare loop, 1 process|trainer, 1 process\(es\)) +([\d.]+) img/s +MFU +([\d.]+)%"
+    rows = {name: (float(ips), float(mfu) / 100) for name, ips, mfu in re.findall(row, out, re.M)}
+    assert set(rows) == {"bare loop, 1 process", "trainer, 1 process(es)"}, out
+    for ips, mfu in rows.values():
+        assert 0 < mfu <= 1 and mfu == pytest.approx(ips * flops / peak, rel=0.05, abs=0.002)
+    ratio = float(re.search(r"^trainer / bare loop \(1 process\): ([\d.]+)", out, re.M)[1])
+    bare, trainer = rows["bare loop, 1 process"][0], rows["trainer, 1 process(es)"][0]
+    assert ratio == pytest.approx(trainer / bare, rel=0.01)
+    assert "loader alone" not in out  # --skip-loader
 
 
 def _cross_rank_cpu(*flags: str) -> subprocess.Popen[str]:
