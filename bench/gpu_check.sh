@@ -24,7 +24,7 @@
 # train part stays eager (--compile off): it measures quality in its time, not compiling.
 # Every part has its own time limit; a failed part is logged and the next one still runs.
 # GPU_CHECK_BUNDLE: the prepared folder (default .gpu-check). EXTRA_STEP_ARGS,
-# EXTRA_COMPILE_ARGS, EXTRA_TRAINER_ARGS, EXTRA_TRAIN_ARGS, EXTRA_EVAL_ARGS, EXTRA_LOADER_ARGS are appended to a part's flags (the
+# EXTRA_COMPILE_ARGS, EXTRA_TRAINER_ARGS (TRAINER_PHASES: which trainer parts, default both), EXTRA_TRAIN_ARGS, EXTRA_EVAL_ARGS, EXTRA_LOADER_ARGS are appended to a part's flags (the
 # last occurrence of a flag wins): tests/bench/test_gpu_check.py runs the whole script on a CPU with
 # tiny sizes that way, so every flag the device run passes is parsed in CI.
 set -uo pipefail
@@ -76,7 +76,7 @@ part train_step_compile 70 bash -c "set -o pipefail; $python bench/train_step.py
 
 # the real trainer, compiled, in the GPU setting (batch 256, bf16, channels_last), against the
 # compiled bare step of the same run (bench/trainer.py): img/s, MFU and their ratio, per phase
-for phase in pretrain gan; do
+for phase in ${TRAINER_PHASES:-pretrain gan}; do
     part "trainer_$phase" 55 bash -c "set -o pipefail; $python bench/trainer.py --data '$work/shards' \
         --phase $phase --batch-size 256 --blocks 16 --channels 64 --d-channels 64 --precision bf16 \
         --channels-last --compile on --loader-threads 12 --nproc 1 --steps 40 --skip-loader \

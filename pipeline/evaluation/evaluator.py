@@ -130,7 +130,7 @@ def evaluate(
     fresh: dict[str, list[float]] = {}
     grid = SampleGrid(grid_images, cfg.scale)
     was_training = generator.training
-    generator.eval()
+    _set_training(generator, False)
     try:
         for number, batch in enumerate(loader):
             if max_batches and number >= max_batches:
@@ -159,7 +159,7 @@ def evaluate(
                 grid.add(batch.lr, sr01, hr01)
     finally:
         if was_training:
-            generator.train()
+            _set_training(generator, True)
     totals = sum_over_ranks(torch.cat([sr_sums, bicubic_sums.to(device)])).cpu()
     sum_over_ranks(lpips_sums)
     for statistics in fid_sets.values():
@@ -196,6 +196,13 @@ def evaluate(
         seconds=time.perf_counter() - start,
         skipped=skipped,
     )
+
+
+def _set_training(module: nn.Module, mode: bool) -> None:
+    """train()/eval(), where the module has them: a torch.export program (an MLflow model) is
+    fixed in the mode it was exported in (eval) and refuses both."""
+    with contextlib.suppress(NotImplementedError):
+        module.train(mode)
 
 
 @contextlib.contextmanager

@@ -114,7 +114,8 @@ def test_help_shows_every_option_with_trainconfigs_default(capsys):
     assert main(["--help"]) == 0
     shown = capsys.readouterr().out
     records = help_records(command_line)
-    assert len(records) == 40  # argparse's 41, --lpips and --no-lpips now one pair
+    # argparse's 41, --lpips and --no-lpips now one pair; --compile-backend, --compile-mode added
+    assert len(records) == 42
     for option, text in records.items():
         assert option in shown
         # flags too: a --config file may have changed what they start from
