@@ -83,9 +83,8 @@ def load_generator(
         model, meta = read_generator_file(Path(source), which)
         return Generator(model.to(device), model.scale, str(source), int(meta.get("step", 0)),
                          meta.get("phase"), meta.get("weights", "ema"))  # fmt: skip
-    found, state = (
-        agreed_checkpoint(Path(source), place) if place else find_checkpoint(Path(source))
-    )
+    path = Path(source)
+    found, state = agreed_checkpoint(path, place) if place is not None else find_checkpoint(path)
     model = generator_from(state, found, which)
     return Generator(model.to(device), model.scale, str(found), int(state.get("step", 0)),
                      state.get("config", {}).get("phase"),
