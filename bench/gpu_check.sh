@@ -13,18 +13,20 @@
 #   train_step.txt   images/s and MFU of pretrain and GAN steps (bench/train_step.py) + .json
 #   trainer_{pretrain,gan}.txt  the real trainer compiled at batch 256 against the compiled bare
 #                    step: img/s, MFU, ratio (bench/trainer.py)
+#   profile.txt      the compiled steps profiled: top kernels, time by kind, the roofline
+#                    (bench/profile_step.py) + profile_{pretrain,gan}.json
 #   train.txt        a short real 4x pretrain (1,000 steps) on faces128 shards of real CelebA, val PSNR/SSIM
 #                    against bicubic
 #   loader.txt       loader images/s: reference, and DALI CPU/GPU when DALI was sent
 # The evaluate part (python -m pipeline.evaluate on the train part's run, distributed
 # evaluation's code on one GPU) prints its table into gpu_check.log.
-# Part limits add up to 585 s (under the device tool's 600 s a command); the first H200 run
+# Part limits add up to 590 s (under the device tool's 600 s a command); the first H200 run
 # (2026-11-29) took 372 s in all, before the evaluate, upscale and trainer parts were added, so
 # the whole script's time on a GPU is not yet measured (issue 24's budget: 8 minutes). The
 # train part stays eager (--compile off): it measures quality in its time, not compiling.
 # Every part has its own time limit; a failed part is logged and the next one still runs.
 # GPU_CHECK_BUNDLE: the prepared folder (default .gpu-check). EXTRA_STEP_ARGS,
-# EXTRA_COMPILE_ARGS, EXTRA_TRAINER_ARGS (TRAINER_PHASES: which trainer parts, default both), EXTRA_TRAIN_ARGS, EXTRA_EVAL_ARGS, EXTRA_LOADER_ARGS are appended to a part's flags (the
+# EXTRA_COMPILE_ARGS, EXTRA_PROFILE_ARGS, EXTRA_TRAINER_ARGS (TRAINER_PHASES: which trainer parts, default both), EXTRA_TRAIN_ARGS, EXTRA_EVAL_ARGS, EXTRA_LOADER_ARGS are appended to a part's flags (the
 # last occurrence of a flag wins): tests/bench/test_gpu_check.py runs the whole script on a CPU with
 # tiny sizes that way, so every flag the device run passes is parsed in CI.
 set -uo pipefail
@@ -64,26 +66,32 @@ fi
 part shards 20 "$python" -m preprocess.cli shard --celeba-root "$bundle/celeba" \
     --out "$work/shards" --preset faces128 --workers "$(nproc)"
 
-part gpu_checks 85 bash -c "set -o pipefail; $python bench/gpu_checks.py --data '$work/shards' | tee '$out/gpu_checks.txt'"
+part gpu_checks 75 bash -c "set -o pipefail; $python bench/gpu_checks.py --data '$work/shards' | tee '$out/gpu_checks.txt'"
 
-part train_step 55 bash -c "set -o pipefail; $python bench/train_step.py --precisions fp32,bf16,fp16 \
+part train_step 50 bash -c "set -o pipefail; $python bench/train_step.py --precisions fp32,bf16,fp16 \
     --modes eager --layouts nchw,cl --batch-sizes 64,256 --steps 10 --warmup 3 ${EXTRA_STEP_ARGS:-} \
     --json '$out/train_step.json' | tee '$out/train_step.txt'"
 
-part train_step_compile 70 bash -c "set -o pipefail; $python bench/train_step.py --precisions bf16 \
+part train_step_compile 60 bash -c "set -o pipefail; $python bench/train_step.py --precisions bf16 \
     --modes compile --layouts cl --batch-sizes 256 --steps 10 --warmup 3 ${EXTRA_COMPILE_ARGS:-} \
     --json '$out/train_step_compile.json' | tee '$out/train_step_compile.txt'"
 
 # the real trainer, compiled, in the GPU setting (batch 256, bf16, channels_last), against the
 # compiled bare step of the same run (bench/trainer.py): img/s, MFU and their ratio, per phase
 for phase in ${TRAINER_PHASES:-pretrain gan}; do
-    part "trainer_$phase" 55 bash -c "set -o pipefail; $python bench/trainer.py --data '$work/shards' \
+    part "trainer_$phase" 50 bash -c "set -o pipefail; $python bench/trainer.py --data '$work/shards' \
         --phase $phase --batch-size 256 --blocks 16 --channels 64 --d-channels 64 --precision bf16 \
         --channels-last --compile on --loader-threads 12 --nproc 1 --steps 40 --skip-loader \
         ${EXTRA_TRAINER_ARGS:-} | tee '$out/trainer_$phase.txt'"
 done
 
-part train 85 bash -c "set -o pipefail; $python -m pipeline.train --data '$work/shards' --scale 4 --phase pretrain \
+# where the compiled steps' time goes (torch.profiler: top kernels, time by kind) and the
+# roofline of this network on this GPU (bench/profile_step.py), per phase
+part profile 60 bash -c "set -o pipefail; for phase in pretrain gan; do $python bench/profile_step.py \
+    --phase \$phase --batch-size 256 --precision bf16 --channels-last --compile on --steps 5 --warmup 3 \
+    ${EXTRA_PROFILE_ARGS:-} --json '$out/profile_'\$phase'.json'; done | tee '$out/profile.txt'"
+
+part train 80 bash -c "set -o pipefail; $python -m pipeline.train --data '$work/shards' --scale 4 --phase pretrain \
     --steps 1000 --batch-size 64 --lr 1e-3 --precision bf16 --compile off --loader-threads 12 \
     --eval-every 500 --checkpoint-every 500 --log-every 100 ${EXTRA_TRAIN_ARGS:-} --out '$work/run' \
     --tracking-uri 'sqlite:///$work/mlflow.db' 2>&1 | tr '\r' '\n' | grep --line-buffered -v -E 'step/s\]|s/step\]' | tee '$out/train.txt'"
@@ -91,13 +99,13 @@ part evaluate 35 bash -c "$python -m pipeline.evaluate --checkpoint '$work/run' 
     --split val --scale 4 --batch-size 64 --loader-threads 12 ${EXTRA_EVAL_ARGS:-}"
 # srgan-upscale on the train part's run: 64 faces (UPSCALE_IMAGES) as LR (4x out), fp32 / bf16 / fp16, then
 # bf16 in tiles; each line says its time, and the last how far bf16 and fp16 are from fp32
-part upscale 50 bash -c "set -e; mkdir -p '$work/lr'; \
+part upscale 45 bash -c "set -e; mkdir -p '$work/lr'; \
     ls '$bundle/celeba/img_align_celeba' | head -${UPSCALE_IMAGES:-64} | sed 's|^|$bundle/celeba/img_align_celeba/|' | xargs cp -t '$work/lr'; \
     for p in fp32 bf16 fp16; do $python -m pipeline.upscale --checkpoint '$work/run' --input '$work/lr' \
         --output '$work/sr-'\$p --precision \$p --batch-size 16 ${EXTRA_UPSCALE_ARGS:-} 2>&1 | grep -v 'img/s'; done; \
     $python -m pipeline.upscale --checkpoint '$work/run' --input '$work/lr' --output '$work/sr-tiled' \
         --precision bf16 --tile 64 ${EXTRA_UPSCALE_ARGS:-} 2>&1 | grep -v 'img/s'; \
     $python bench/image_diff.py '$work/sr-fp32' '$work/sr-bf16' '$work/sr-fp16' '$work/sr-tiled'"
-part loader 40 bash -c "set -o pipefail; $python bench/loader.py --data '$work/shards' --seconds 4 ${EXTRA_LOADER_ARGS:-} \
+part loader 35 bash -c "set -o pipefail; $python bench/loader.py --data '$work/shards' --seconds 4 ${EXTRA_LOADER_ARGS:-} \
     | tee '$out/loader.txt'"
 echo "=== done $(date -Is); results in $out"

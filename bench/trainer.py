@@ -156,7 +156,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     flops = step_flops(cfg, hr_size)
     peak = matmul_peak(device, args.precision, args.peak_seconds)
-    print(f"{flops / 1e9:.2f} GFLOP per image per step; peak {peak / 1e12:.2f} TFLOP/s "
+    print(f"{flops / 1e9:.2f} GFLOP per image per step; peak {peak / 1e9:.1f} GFLOP/s "
           f"({peak_label(device, args.precision)} matmul, measured)")  # fmt: skip
 
     def mfu(images_per_s: float, processes: int = 1) -> str:

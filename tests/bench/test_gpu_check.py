@@ -87,6 +87,8 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
             DALI_SITE=tmp_path / "no-dali",
             EXTRA_STEP_ARGS=TINY_STEP,
             EXTRA_COMPILE_ARGS=f"{TINY_STEP} --modes eager --layouts cl",
+            EXTRA_PROFILE_ARGS=f"--batch-size 1 {TINY_NETS} --precision fp32 --steps 1 "
+            "--warmup 1 --compile-backend aot_eager --peak-seconds 0.1 --top 3",
             # the GAN part only: the pretrain part is the same command but for --phase
             TRAINER_PHASES="gan",
             EXTRA_TRAINER_ARGS=f"--batch-size 1 {TINY_NETS} --precision fp32 --steps 3 "
@@ -108,7 +110,7 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
     assert status == {
         "environment": "0", "install": "0", "shards": "0",
         "gpu_checks": "0" if cuda else "1", "train_step": "0", "train_step_compile": "0",
-        "trainer_gan": "0",
+        "trainer_gan": "0", "profile": "0",
         "train": "0", "evaluate": "0", "upscale": "0", "loader": "0",
     }, log[-3000:]  # fmt: skip
     # the environment part's own python: its torch, and whether it saw CUDA
@@ -129,6 +131,9 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
         (phase, layout) for phase in ("pretrain", "gan") for layout in ("nchw", "cl")
     }
     assert all(r["images_per_s"] > 0 for r in rows), rows
+    for phase in ("pretrain", "gan"):  # the profile part (bench/profile_step.py), its sums too
+        _check_profile(json.loads((out / f"profile_{phase}.json").read_text()))
+    assert (out / "profile.txt").read_text().count("own time by kind") == 2
     # the trainer part (bench/trainer.py), its sums too
     _check_trainer_table((out / "trainer_gan.txt").read_text(), "gan")
     train = (out / "train.txt").read_text()
@@ -141,20 +146,38 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
     assert re.search(dali_row, (out / "loader.txt").read_text(), re.MULTILINE)
 
 
+def _check_profile(profile: dict) -> None:
+    """bench/profile_step.py's numbers: shares that add up, a ceiling that is the roofline's."""
+    assert sum(profile["own_time_by_kind"].values()) == pytest.approx(1.0)
+    assert len(profile["top"]) == 3 and profile["own_time_by_kind"]["conv/matmul"] > 0
+    flops, moved = profile["flops_per_image"], profile["bytes_per_image"]
+    peak, bandwidth = profile["peak_flop_per_s"], profile["bandwidth_bytes_per_s"]
+    roof = min(peak, flops / moved * bandwidth) / flops
+    assert profile["ceiling_images_per_s"] == pytest.approx(roof)
+    assert profile["bound"] == ("compute" if peak <= flops / moved * bandwidth else "memory")
+    assert profile["images_per_s"] > 0
+
+
 def _check_trainer_table(out: str, phase: str) -> None:
     """bench/trainer.py's table: the bare step and the trainer, their MFU recomputed from the
     FLOPs and peak it printed, and their ratio from the two rows."""
     assert out.startswith(f"x4 {phase}, batch 1 per process"), out
     flops = float(re.search(r"([\d.]+) GFLOP per image per step", out)[1]) * 1e9
-    peak = float(re.search(r"peak ([\d.]+) TFLOP/s", out)[1]) * 1e12
+    peak = float(re.search(r"peak ([\d.]+) GFLOP/s", out)[1]) * 1e9
     row = r"^(bare loop, 1 process|trainer, 1 process\(es\)) +([\d.]+) img/s +MFU +([\d.]+)%"
     rows = {name: (float(ips), float(mfu) / 100) for name, ips, mfu in re.findall(row, out, re.M)}
     assert set(rows) == {"bare loop, 1 process", "trainer, 1 process(es)"}, out
+    # each printed number is rounded (img/s to 0.01, GFLOP to 0.01, GFLOP/s to 0.1, MFU to
+    # 0.1%, the ratio to 0.001): recomputed from them, a value may be off by that much only
+    d_ips, d_flops, d_peak = 0.005, 0.005e9, 0.05e9
     for ips, mfu in rows.values():
-        assert 0 < mfu <= 1 and mfu == pytest.approx(ips * flops / peak, rel=0.05, abs=0.002)
+        low = (ips - d_ips) * (flops - d_flops) / (peak + d_peak)
+        high = (ips + d_ips) * (flops + d_flops) / (peak - d_peak)
+        assert 0 < mfu <= 1 and low - 0.0005 <= mfu <= high + 0.0005, (mfu, low, high)
     ratio = float(re.search(r"^trainer / bare loop \(1 process\): ([\d.]+)", out, re.M)[1])
     bare, trainer = rows["bare loop, 1 process"][0], rows["trainer, 1 process(es)"][0]
-    assert ratio == pytest.approx(trainer / bare, rel=0.01)
+    low, high = (trainer - d_ips) / (bare + d_ips), (trainer + d_ips) / (bare - d_ips)
+    assert low - 0.0005 <= ratio <= high + 0.0005, (ratio, low, high)
     assert "loader alone" not in out  # --skip-loader
 
 
