@@ -10,14 +10,10 @@ after the first step.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 
 from pipeline.runtime.messages import first_line
-
-log = logging.getLogger(__name__)
 
 # Dynamo's own errors and every backend failure it wraps (Inductor's, a missing C++ compiler)
 COMPILE_ERRORS: tuple[type[Exception], ...] = (torch._dynamo.exc.TorchDynamoException,)
