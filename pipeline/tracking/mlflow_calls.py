@@ -104,7 +104,8 @@ def artifact_location(uri: str, experiment: str) -> str | None:
 
 
 def log_newest_generator(client: Any, run_id: str, run_dir: Path, record: Record) -> None:
-    """The model the run could not log: the newest checkpoint's generator. Its version keeps the
+    """The model the run could not log when it ended: the newest checkpoint's generator (sent
+    by the run's own sender once MLflow is back, else by `sync`). Its version keeps the
     journalled scores only if that checkpoint is the step they were measured at (a run resumed
     for more steps before `sync` has newer weights). No checkpoint left: a warning, no model."""
     try:
@@ -117,10 +118,8 @@ def log_newest_generator(client: Any, run_id: str, run_dir: Path, record: Record
         tags = {k: v for k, v in tags.items() if not k.startswith("val_")}
         tags["step"] = state["step"]
     tags["run_id"] = run_id
-    mlflow = mlflow_module()
-    with mlflow.start_run(run_id=run_id):
-        log_generator(generator_from(state, path), record["name"],
-                      record.get("registered_name"), tags)  # fmt: skip
+    log_generator(generator_from(state, path), record["name"], record.get("registered_name"),
+                  tags, run_id=run_id)  # fmt: skip
 
 
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -124,8 +124,10 @@ class Tracker:
         self, model: Any, name: str, registered_name: str, version_tags: dict[str, Any]
     ) -> None:
         """Log the generator as an MLflow model that takes any batch and image size, and
-        register it as a new version of `registered_name` (pipeline/serving/mlflow_model.py); if
-        MLflow cannot take it now, `sync` logs the newest checkpoint's generator later."""
+        register it as a new version of `registered_name` (pipeline/serving/mlflow_model.py). If
+        MLflow cannot take it now (down, or swamped just after coming back), the sender logs the
+        newest checkpoint's generator (the run saved it just before) once MLflow answers, or
+        `sync` does later."""
         if not self.enabled or self.journal is None:
             return
         if self.run_id is not None:
@@ -133,8 +135,8 @@ class Tracker:
                 log_generator(model, name, registered_name, version_tags)
                 return
             except Exception as exc:  # noqa: BLE001
-                log.warning("MLflow: the model was not logged (%s); `sync` will log it",
-                            first_line(exc))  # fmt: skip
+                log.warning("MLflow: the model was not logged (%s); it is logged from the last "
+                            "checkpoint once MLflow answers", first_line(exc))  # fmt: skip
         self._record({"kind": "model", "name": name, "registered_name": registered_name,
                       "version_tags": version_tags})  # fmt: skip
 
@@ -196,8 +198,8 @@ class Tracker:
         assert self.journal is not None
         count = self.journal.sent
         for record in self.journal.records[count:]:
-            if record.get("step", -1) > self._committed or record["kind"] == "model":
-                break  # the model waits for `sync`: the live run could not log it
+            if record.get("step", -1) > self._committed:
+                break
             count += 1
         return count
 
@@ -206,6 +208,7 @@ class Tracker:
 
         assert self.journal is not None and self.run_id is not None
         client, journal = MlflowClient(tracking_uri=self.uri), self.journal
+        run_dir = self.folder.parent if self.folder else None  # `model` records
         failing_since: float | None = None
         delay = first_delay = min(1.0, self.retry_max)
         while True:
@@ -216,7 +219,7 @@ class Tracker:
                     return
                 batch = next_batch(journal.records, journal.sent, self._sendable())
             try:
-                send(client, self.run_id, batch)
+                send(client, self.run_id, batch, run_dir)
             except Exception as exc:  # noqa: BLE001 - the server may come back
                 if failing_since is None:
                     failing_since = time.monotonic()

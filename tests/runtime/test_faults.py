@@ -225,6 +225,9 @@ def test_an_mlflow_server_stopped_for_10_s_mid_run_ends_up_with_everything(
     # every logged step, once
     assert steps_logged(server.store, run.info.run_id) == list(range(5, steps + 1, 5))
     assert evals == [100, steps]  # the final evaluation too
-    assert [m.name for m in models] == ["generator"]
-    warnings = [line for line in stderr.splitlines() if "unreachable" in line]
-    assert len(warnings) == 1 and "is back after" in stderr
+    # logged by the run, or by its sender when the just-restarted server timed the run out
+    assert [m.name for m in models] == ["generator"], stderr[-3000:]
+    # each outage said once (not at every retry), and its end too
+    outages = [line for line in stderr.splitlines() if "unreachable" in line]
+    recoveries = [line for line in stderr.splitlines() if "is back after" in line]
+    assert 1 <= len(outages) == len(recoveries) <= 2, stderr[-3000:]

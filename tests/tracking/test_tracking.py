@@ -149,6 +149,44 @@ def test_end_waits_a_bounded_time_and_sync_sends_the_rest(tmp_path, stalled_serv
     assert _status(tracker.uri, tracker.run_id) == "KILLED"
 
 
+def _checkpointed_generator(tmp_path: Path) -> SRResNet:
+    """A tiny generator, saved as the run's checkpoint of step 1 (what the trainer does just
+    before it logs the model)."""
+    cfg = TrainConfig(scale=4, model=ModelConfig(blocks=1, channels=4))
+    generator = SRResNet(4, blocks=1, channels=4)
+    state = {"step": 1, "config": cfg.to_dict(), "model": {"generator": generator.state_dict()}}
+    save_checkpoint(tmp_path / "run" / "checkpoints", 1, state, keep=1)
+    return generator
+
+
+def test_a_model_the_run_could_not_log_is_logged_by_its_sender_once_mlflow_answers(
+    tmp_path, monkeypatch, caplog, capsys
+):
+    tracker = _tracker(tmp_path)
+    tracker.log_metrics({"loss": 1.0}, 1)
+    generator = _checkpointed_generator(tmp_path)
+
+    def swamped(*args, **kwargs):  # the server, just back, times the live call out
+        raise ConnectionError("read timed out")
+
+    monkeypatch.setattr(tracking.tracker, "log_generator", swamped)
+    with caplog.at_level(logging.WARNING, logger="pipeline.tracking"):
+        tracker.log_model(generator, "generator", "srgan-celeba-x4",
+                          {"step": 1, "val_psnr_y": "30.0000"})  # fmt: skip
+        tracker.end("FINISHED")
+    assert any("model was not logged" in r.getMessage() for r in caplog.records)
+    client = mlflow.MlflowClient(tracking_uri=tracker.uri)
+    (model,) = client.search_logged_models(
+        experiment_ids=[client.get_run(tracker.run_id).info.experiment_id])
+    assert model.name == "generator" and model.source_run_id == tracker.run_id
+    version = client.get_model_version("srgan-celeba-x4", "1")
+    assert version.tags == {"run_id": tracker.run_id, "step": "1", "val_psnr_y": "30.0000"}
+    assert _status(tracker.uri, tracker.run_id) == "FINISHED"
+    assert tracking_main(["sync", str(tmp_path / "run")]) == 0  # nothing left for sync
+    assert "0 records sent" in capsys.readouterr().out
+    assert len(client.search_model_versions("name='srgan-celeba-x4'")) == 1
+
+
 def test_a_run_started_while_the_server_was_down_is_made_by_sync(tmp_path, caplog, capsys):
     with caplog.at_level(logging.WARNING, logger="pipeline.tracking"):
         tracker = _tracker(tmp_path, uri="http://127.0.0.1:9")  # nothing listens there
@@ -156,10 +194,7 @@ def test_a_run_started_while_the_server_was_down_is_made_by_sync(tmp_path, caplo
     assert any("failed at the start" in r.getMessage() for r in caplog.records)
     tracker.log_params({"lr": 1e-3})
     tracker.log_metrics({"loss": 1.0}, 1)
-    cfg = TrainConfig(scale=4, model=ModelConfig(blocks=1, channels=4))
-    generator = SRResNet(4, blocks=1, channels=4)
-    state = {"step": 1, "config": cfg.to_dict(), "model": {"generator": generator.state_dict()}}
-    save_checkpoint(tmp_path / "run" / "checkpoints", 1, state, keep=1)
+    generator = _checkpointed_generator(tmp_path)
     tracker.log_model(generator, "generator", "srgan-celeba-x4",
                       {"step": 1, "val_psnr_y": "30.0000"})  # fmt: skip
     tracker.end("FINISHED")
