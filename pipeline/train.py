@@ -105,7 +105,12 @@ def _setting(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Calla
 @click.option(
     "--config",
     type=click.Path(path_type=Path),
-    help=with_default("TOML file, e.g. configs/x4.toml", "none"),
+    multiple=True,
+    help=with_default(
+        "TOML file, e.g. configs/x4.toml; repeat to layer files, later ones winning "
+        "(--config configs/x4.toml --config configs/h200.toml)",
+        "none",
+    ),
 )
 @_setting("--steps")
 @_setting("--batch-size", help="per process")
@@ -119,7 +124,13 @@ def _setting(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Calla
     help="checkpoint (or run folder: its newest) whose G starts this run",
     none_means="none; the gan phase needs one",
 )
-@_setting("--lr", key="optim.lr", help="peak learning rate")
+@_setting("--lr", key="optim.lr", help="peak learning rate, at --lr-reference-batch")
+@_setting(
+    "--lr-scaling",
+    key="optim.lr_scaling",
+    help="lr at another global batch: sqrt (Adam's rule), linear, or none (the same lr)",
+)
+@_setting("--lr-reference-batch", key="optim.lr_reference_batch", help="global batch of --lr")
 @_setting(
     "--schedule",
     key="optim.schedule",
@@ -178,11 +189,11 @@ def _setting(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Calla
 @_setting("--loader", key="loader.backend")
 @_setting("--decode-device", key="loader.decode_device")
 @_setting("--loader-threads", key="loader.threads")
-def command_line(config: Path | None, **flags: Any) -> TrainConfig:
+def command_line(config: tuple[Path, ...], **flags: Any) -> TrainConfig:
     """Train SRResNet (phase pretrain) or SRGAN (phase gan), on 1 process or many.
 
-    The defaults shown are TrainConfig's (pipeline/training/config.py); a --config file overrides
-    them, and flags override both.
+    The defaults shown are TrainConfig's (pipeline/training/config.py); --config files override
+    them in order, and flags override all.
     """
     params = click.get_current_context().command.params
     keys = {p.name: p.key for p in params if isinstance(p, _Setting)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,7 @@ class ModelConfig:
 
 
 Schedule = Literal["cosine", "constant", "paper"]
+LrScaling = Literal["none", "sqrt", "linear"]
 
 
 @dataclass
@@ -42,6 +44,12 @@ class OptimConfig:
     min_lr: float = 0.0
     gan_lr_drop_at: float = 0.5
     gan_lr_drop: float = 0.1
+    # `lr` and `min_lr` are for a global batch of `lr_reference_batch`; at another global batch
+    # (batch_size x processes) they are scaled by (batch / reference) ** 0.5 with "sqrt" (the
+    # square-root rule for Adam, Malladi et al. 2022), by batch / reference with "linear"
+    # (Goyal et al. 2017, SGD), not at all with "none" (the paper's setting: one lr, any batch)
+    lr_scaling: LrScaling = "none"
+    lr_reference_batch: int = 16
 
 
 @dataclass
@@ -120,6 +128,14 @@ class TrainConfig:
             raise ValueError(
                 f"schedule must be cosine, constant or paper, got {self.optim.schedule!r}"
             )
+        if self.optim.lr_scaling not in ("none", "sqrt", "linear"):
+            raise ValueError(
+                f"lr scaling must be none, sqrt or linear, got {self.optim.lr_scaling!r}"
+            )
+        if self.optim.lr_reference_batch < 1:
+            raise ValueError(
+                f"lr_reference_batch must be >= 1, got {self.optim.lr_reference_batch}"
+            )
         if self.optim.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.optim.warmup_steps}")
         if not 0 <= self.optim.min_lr <= self.optim.lr:
@@ -181,10 +197,11 @@ def from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
     return cfg
 
 
-def load_config(path: Path | None, overrides: dict[str, Any]) -> TrainConfig:
-    """Defaults, then the TOML file, then the overrides (flat keys or dotted 'optim.lr')."""
+def load_config(paths: Path | Sequence[Path] | None, overrides: dict[str, Any]) -> TrainConfig:
+    """Defaults, then each TOML file in order (a GPU layer such as configs/h200.toml on top of
+    configs/x4.toml), then the overrides (flat keys or dotted 'optim.lr')."""
     cfg = TrainConfig()
-    if path is not None:
+    for path in [paths] if isinstance(paths, Path) else paths or []:
         if not path.is_file():
             raise ValueError(f"{path}: config file not found")
         try:

@@ -15,9 +15,27 @@ import math
 
 from pipeline.training.config import OptimConfig
 
+SCALING_POWER = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
 
-def learning_rate(optim: OptimConfig, phase: str, step: int, steps: int) -> float:
-    """The lr for the update that takes the weights from `step` to `step + 1`."""
+
+def lr_factor(optim: OptimConfig, global_batch: int) -> float:
+    """What `lr` and `min_lr` are multiplied by at `global_batch` (OptimConfig.lr_scaling).
+    Why: a batch 16 times larger takes 16 times fewer steps over the same images; at the same lr
+    it would end far short of where the small batch got (docs/RECIPE.md, "A batch that fills
+    the GPU")."""
+    return (global_batch / optim.lr_reference_batch) ** SCALING_POWER[optim.lr_scaling]
+
+
+def learning_rate(
+    optim: OptimConfig, phase: str, step: int, steps: int, global_batch: int | None = None
+) -> float:
+    """The lr for the update that takes the weights from `step` to `step + 1`, scaled to
+    `global_batch` (default: the reference batch, unscaled)."""
+    factor = 1.0 if global_batch is None else lr_factor(optim, global_batch)
+    return factor * _unscaled(optim, phase, step, steps)
+
+
+def _unscaled(optim: OptimConfig, phase: str, step: int, steps: int) -> float:
     peak = optim.lr
     warmup = min(optim.warmup_steps, max(steps - 1, 0))
     if step < warmup:

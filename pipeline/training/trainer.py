@@ -39,7 +39,7 @@ from pipeline.tracking import Tracker, resolve_tracking_uri
 from pipeline.training.compilation import compile_on
 from pipeline.training.config import TrainConfig
 from pipeline.training.meter import StepMeter
-from pipeline.training.schedule import learning_rate
+from pipeline.training.schedule import learning_rate, lr_factor
 from pipeline.training.steps import SRGANModel
 
 log = logging.getLogger("pipeline.train")
@@ -296,8 +296,12 @@ class Trainer:
     def train(self, stop: StopRequest) -> str:
         cfg = self.cfg
         self.start_tracking()
-        meter = StepMeter(self.device, cfg.batch_size * self.place.world_size,
-                          self.place.world_size)  # fmt: skip
+        global_batch = cfg.batch_size * self.place.world_size
+        meter = StepMeter(self.device, global_batch, self.place.world_size)
+        if cfg.optim.lr_scaling != "none":
+            log.info("peak lr %.3g: %g for a global batch of %d, scaled (%s) to %d",
+                     cfg.optim.lr * lr_factor(cfg.optim, global_batch), cfg.optim.lr,
+                     cfg.optim.lr_reference_batch, cfg.optim.lr_scaling, global_batch)  # fmt: skip
         bar = tqdm(
             total=cfg.steps,
             initial=self.step,
@@ -316,7 +320,9 @@ class Trainer:
                     log.info("first batch %.1f s after start-up began (shards checked in %.1f s)",
                              meter.first_batch_at - self.created, self.check_seconds)  # fmt: skip
                 self.doing = "a training step"
-                self.model.set_lr(learning_rate(cfg.optim, cfg.phase, self.step, cfg.steps))
+                self.model.set_lr(
+                    learning_rate(cfg.optim, cfg.phase, self.step, cfg.steps, global_batch)
+                )
                 compiling = self.model.compile_state == "pending"
                 meter.add(self.model.train_step(batch.lr, batch.hr))
                 self.step += 1
@@ -325,7 +331,8 @@ class Trainer:
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     means = meter.window()
-                    means["lr"] = learning_rate(cfg.optim, cfg.phase, self.step - 1, cfg.steps)
+                    means["lr"] = learning_rate(cfg.optim, cfg.phase, self.step - 1, cfg.steps,
+                                                 global_batch)  # fmt: skip
                     self.tracker.log_metrics(means, self.step)
                     losses = {k: v for k, v in means.items() if k.startswith("loss/")}
                     bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in losses.items()})

@@ -110,12 +110,29 @@ def test_a_flag_beats_the_config_file_and_an_absent_flag_leaves_the_files_value(
     assert (cfg.channels_last, cfg.steps, cfg.lpips, cfg.optim.lr) == (True, 9, "off", 2e-4)
 
 
+def test_config_files_layer_in_order_and_flags_beat_them_all():
+    configs = PROJECT_ROOT / "configs"
+    paper = parse_args(["--config", str(configs / "x8.toml")])
+    cfg = parse_args(["--config", str(configs / "x8.toml"), "--config", str(configs / "h200.toml")])
+    # the GPU layer: its batch, steps, warm-up and average; the paper's network, lr and losses
+    assert (cfg.scale, cfg.model.blocks, cfg.optim.lr) == (8, 16, paper.optim.lr)
+    assert (cfg.batch_size, cfg.optim.lr_scaling, cfg.optim.lr_reference_batch) == (256, "sqrt", 16)
+    # the same images in 1/16 of the steps, the average's horizon kept in images
+    assert cfg.steps * cfg.batch_size == paper.steps * paper.batch_size
+    assert abs(cfg.optim.warmup_steps * 16 - paper.optim.warmup_steps) < 16
+    assert cfg.ema_decay == pytest.approx(paper.ema_decay**16, abs=1e-4)
+    flagged = parse_args(["--config", str(configs / "x8.toml"), "--config",
+                          str(configs / "h200.toml"), "--batch-size", "64"])  # fmt: skip
+    assert (flagged.batch_size, flagged.steps) == (64, cfg.steps)
+
+
 def test_help_shows_every_option_with_trainconfigs_default(capsys):
     assert main(["--help"]) == 0
     shown = capsys.readouterr().out
     records = help_records(command_line)
-    # argparse's 41, --lpips and --no-lpips now one pair; --compile-backend, --compile-mode added
-    assert len(records) == 42
+    # argparse's 41, --lpips and --no-lpips now one pair; --compile-backend, --compile-mode,
+    # --lr-scaling, --lr-reference-batch added
+    assert len(records) == 44
     for option, text in records.items():
         assert option in shown
         # flags too: a --config file may have changed what they start from
@@ -226,7 +243,9 @@ def test_two_processes_train_like_one_with_the_same_global_batch(shards_faces128
 def test_pretrain_loss_falls_and_mlflow_has_it_all(shards_faces128, tmp_path, metric_weights):
     db = tmp_path / "mlflow.db"
     out = tmp_path / "run"
-    args = "--scale 4 --phase pretrain --steps 40 --lr 1e-3 --log-every 5 --eval-every 20"
+    # the peak lr 1e-3, as 5e-4 set for a batch of 2 and scaled linearly to the batch of 4
+    args = ("--scale 4 --phase pretrain --steps 40 --lr 5e-4 --lr-scaling linear "
+            "--lr-reference-batch 2 --log-every 5 --eval-every 20")  # fmt: skip
     sampling = {
         "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1",
         "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING": "1",
@@ -257,6 +276,8 @@ def test_pretrain_loss_falls_and_mlflow_has_it_all(shards_faces128, tmp_path, me
     ):
         assert name in run.data.metrics, name
     assert any(k.startswith("system/") for k in run.data.metrics)
+    lrs = [m.value for m in store.get_metric_history(run.info.run_id, "lr")]
+    assert max(lrs) == pytest.approx(1e-3)  # reached at the end of the warm-up
     samples = [a.path for a in store.list_artifacts(run.info.run_id, "samples")]
     assert samples == ["samples/step-00000020.png", "samples/step-00000040.png"]
     models = store.search_logged_models(experiment_ids=[run.info.experiment_id])
