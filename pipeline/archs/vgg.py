@@ -9,12 +9,12 @@ training with a one-line error saying how to provide the weights.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models.vgg import cfgs, make_layers
 
 from pipeline.archs.pretrained import WEIGHTS, WeightsMissing
 
@@ -29,10 +29,21 @@ class VGGWeightsMissing(WeightsMissing):
     """No VGG19 weights available offline; the message says how to provide them."""
 
 
-def _layer_names() -> list[str]:
+def _vgg19_plan() -> list[int | str]:
+    """VGG19's layer plan in torchvision: channel counts, "M" for max-pooling. torchvision is
+    imported here, when VGG is needed, not by every command that imports pipeline.archs: with
+    it comes torch._dynamo, about 1 s on this 2-core machine (`python -X importtime -c 'import
+    pipeline.upscale'`)."""
+    from torchvision.models.vgg import cfgs
+
+    return cfgs["E"]
+
+
+@functools.cache
+def layer_names() -> list[str]:
     """torchvision's vgg19.features, named the way papers do: conv1_1, relu1_1, ..., pool5."""
     names, block, conv = [], 1, 0
-    for entry in cfgs["E"]:  # VGG19's layer plan: channel counts, "M" for max-pooling
+    for entry in _vgg19_plan():
         if entry == "M":
             names.append(f"pool{block}")
             block, conv = block + 1, 0
@@ -40,9 +51,6 @@ def _layer_names() -> list[str]:
             conv += 1
             names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
     return names
-
-
-LAYER_NAMES = _layer_names()
 
 
 def imagenet_weights_path() -> Path:
@@ -73,7 +81,9 @@ def describe_weights(weights: str | None) -> str:
 
 def load_vgg19_features(weights: str | None) -> nn.Sequential:
     """VGG19's convolutional part with the chosen weights (see the module docstring)."""
-    features = make_layers(cfgs["E"])
+    from torchvision.models.vgg import make_layers
+
+    features = make_layers(_vgg19_plan())
     if weights == RANDOM:
         log.warning("VGG19 has RANDOM weights (--vgg-weights random): for tests only")
         return features
@@ -100,10 +110,11 @@ class VGGFeatures(nn.Module):
 
     def __init__(self, weights: str | None, layer: str = "relu5_4") -> None:
         super().__init__()
-        if layer not in LAYER_NAMES:
-            raise ValueError(f"unknown VGG19 layer {layer!r}; one of {', '.join(LAYER_NAMES)}")
+        names = layer_names()
+        if layer not in names:
+            raise ValueError(f"unknown VGG19 layer {layer!r}; one of {', '.join(names)}")
         features = load_vgg19_features(weights)
-        self.features = features[: LAYER_NAMES.index(layer) + 1].eval()
+        self.features = features[: names.index(layer) + 1].eval()
         for parameter in self.features.parameters():
             parameter.requires_grad_(False)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))

@@ -15,8 +15,16 @@ from torch import nn
 
 from pipeline.runtime.messages import first_line
 
-# Dynamo's own errors and every backend failure it wraps (Inductor's, a missing C++ compiler)
-COMPILE_ERRORS: tuple[type[Exception], ...] = (torch._dynamo.exc.TorchDynamoException,)
+
+def compile_errors() -> tuple[type[Exception], ...]:
+    """Dynamo's own errors and every backend failure it wraps (Inductor's, a missing C++
+    compiler). A function, so that importing this module does not import torch._dynamo
+    (about 1 s on this 2-core machine; training gets it from torch.optim anyway, evaluate,
+    upscale and export need not); an `except compile_errors():` clause calls it only when an
+    exception reaches it."""
+    import torch._dynamo
+
+    return (torch._dynamo.exc.TorchDynamoException,)
 
 
 def compile_on(setting: str, device: torch.device) -> bool:

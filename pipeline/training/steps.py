@@ -22,7 +22,7 @@ from torch.utils._pytree import tree_map
 from pipeline.archs import Discriminator, SRResNet, VGGFeatures
 from pipeline.archs.sync_bn import sync_batchnorm
 from pipeline.runtime.precision import autocast
-from pipeline.training.compilation import COMPILE_ERRORS, compiled, failure_reason
+from pipeline.training.compilation import compile_errors, compiled, failure_reason
 from pipeline.training.config import TrainConfig
 from pipeline.training.ema import WeightAverage
 from pipeline.training.losses import ContentLoss, adversarial_loss, pixel_loss
@@ -128,7 +128,7 @@ class SRGANModel:
         started = time.perf_counter()
         try:
             losses = self._step(lr, hr)
-        except COMPILE_ERRORS as exc:
+        except compile_errors() as exc:
             self.compile_state, self.compile_error = "failed", failure_reason(exc)
             self.g, self.d, self.d_frozen, self.content = self._eager
             # a fresh scaler: fp16's knows which optimizers stepped since its last update

@@ -8,7 +8,7 @@ from torchvision.models import vgg19
 
 from pipeline.archs import Discriminator, SRResNet, VGGFeatures, VGGWeightsMissing
 from pipeline.archs.srresnet import UpsampleStage
-from pipeline.archs.vgg import LAYER_NAMES, imagenet_weights_path
+from pipeline.archs.vgg import imagenet_weights_path, layer_names
 
 
 @pytest.mark.parametrize("scale, stages", [(2, 1), (4, 2), (8, 3)])
@@ -75,7 +75,7 @@ def test_discriminator_is_sized_from_the_hr_size(hr_size):
 
 
 def test_vgg54_is_relu5_4():
-    assert LAYER_NAMES[35] == "relu5_4" and LAYER_NAMES[34] == "conv5_4"
+    assert layer_names()[35] == "relu5_4" and layer_names()[34] == "conv5_4"
     assert len(VGGFeatures("random").features) == 36
 
 
