@@ -6,12 +6,17 @@
 
 Each recipe is a real `python -m pipeline.train` 4x pretrain run (fp32, one process) on the
 same shards from the same seed; its val Y-PSNR and the bicubic baseline's are read back from
-its tracking journal at every evaluation. Printed: one row per evaluation with each recipe's gain
-over bicubic in dB, then per recipe the final gain, the best gain, and the largest fall below
-the best evaluation before it (issue 13's targets: the new recipe ends >= +1.0 dB, and no
+its tracking journal at every evaluation. Printed: one row per number of training images seen
+(step x batch, so that recipes of different batches line up) with each recipe's gain over
+bicubic in dB, then per recipe the final gain, the best gain, and the largest fall below the
+best evaluation before it (issue 13's targets: the new recipe ends >= +1.0 dB, and no
 evaluation falls more than 0.1 dB below an earlier best).
 
-RECIPES holds the flags that make each recipe; `--recipe NAME=FLAGS` adds one (ablations).
+RECIPES holds the flags that make each recipe; `--recipe NAME=FLAGS` adds one (ablations). A
+recipe's flags come last, so they may set its own --batch-size, --steps and --eval-every: issue
+24's check of a GPU batch at equal images is
+
+    python bench/recipe.py --data SHARDS --recipes new,b256 --eval-every 400
 """
 
 from __future__ import annotations
@@ -40,12 +45,18 @@ RECIPES = {
     # 2e-3, the warmed-up weight average of G (evaluated)
     "new": "--lr 2e-3 --schedule cosine --warmup-steps 50 --min-lr 0 --ema-decay 0.999",
 }
+# configs/h200.toml's rule on the calibration: 16 times the batch in 1/16 of the steps (2,000
+# at batch 16), the warm-up and the evaluations too, the lr of batch 16 scaled by sqrt(16), the
+# weight average's horizon kept in images (0.999^16)
+RECIPES["b256"] = (RECIPES["new"] + " --batch-size 256 --steps 125 --eval-every 31 "
+                   "--warmup-steps 3 --lr-scaling sqrt --lr-reference-batch 16 "
+                   "--ema-decay 0.9841")  # fmt: skip
 
 
 def run(name: str, flags: str, args: argparse.Namespace, work: Path) -> dict[int, float]:
-    """Val Y-PSNR gain over bicubic (dB) at each evaluated step of one training run, read from
-    the run's tracking journal (so it works where MLflow is not installed, as on a bare GPU
-    machine)."""
+    """Val Y-PSNR gain over bicubic (dB) by training images seen at each evaluation of one
+    training run, read from the run's tracking journal (so it works where MLflow is not
+    installed, as on a bare GPU machine)."""
     out = work / name
     data = args.old_data if name == "old" and args.old_data else args.data
     cmd = [sys.executable, "-m", "pipeline.train", "--data", str(data), "--scale", "4",
@@ -62,14 +73,17 @@ def run(name: str, flags: str, args: argparse.Namespace, work: Path) -> dict[int
         sys.exit(f"recipe {name}: pipeline.train exited {result.returncode}:\n"
                  f"{result.stderr[-3000:]}")  # fmt: skip
     records, _ = load(out / "tracking")
+    (params,) = (r["data"] for r in records if r.get("kind") == "params")
+    batch = int(params["config.batch_size"]) * int(params["world_size"])
     gains = {
-        record["step"]: record["data"]["val/sr_psnr_y"] - record["data"]["val/bicubic_psnr_y"]
+        record["step"] * batch: record["data"]["val/sr_psnr_y"]
+        - record["data"]["val/bicubic_psnr_y"]
         for record in records
         if record.get("kind") == "metrics" and "val/sr_psnr_y" in record.get("data", {})
     }
-    trail = " ".join(f"{gains[step]:+.2f}" for step in sorted(gains))
-    print(f"recipe {name}: {len(gains)} evaluations in {time.perf_counter() - started:.0f} s: "
-          f"{trail} ({flags})", flush=True)  # fmt: skip
+    trail = " ".join(f"{gains[seen]:+.2f}" for seen in sorted(gains))
+    print(f"recipe {name}: batch {batch}, {len(gains)} evaluations in "
+          f"{time.perf_counter() - started:.0f} s: {trail} ({flags})", flush=True)  # fmt: skip
     return gains
 
 
@@ -109,23 +123,25 @@ def main(argv: list[str] | None = None) -> None:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         print(f"4x pretrain, B{args.blocks} C{args.channels}, batch {args.batch_size}, "
-              f"{args.steps} steps, {args.precision}, seed {args.seed}, shards {args.data}"
+              f"{args.steps} steps (unless a recipe's flags say otherwise), {args.precision}, "
+              f"seed {args.seed}, shards {args.data}"
               + (f" (old: {args.old_data})" if args.old_data else ""),
               flush=True)  # fmt: skip
         gains = {name: run(name, flags, args, work) for name, flags in recipes.items()}
 
     names = list(gains)
     print("\nval Y-PSNR gain over bicubic (dB)")
-    print("| step | " + " | ".join(names) + " |")
+    print("| images seen | " + " | ".join(names) + " |")
     print("|---:|" + "---:|" * len(names))
-    for step in sorted({s for g in gains.values() for s in g}):
-        cells = [f"{gains[n][step]:+.2f}" if step in gains[n] else "" for n in names]
-        print(f"| {step} | " + " | ".join(cells) + " |")
+    for seen in sorted({s for g in gains.values() for s in g}):
+        cells = [f"{gains[n][seen]:+.2f}" if seen in gains[n] else "" for n in names]
+        print(f"| {seen} | " + " | ".join(cells) + " |")
     print()
     for name in names:
-        last = gains[name][max(gains[name])]
-        print(f"{name}: final {last:+.2f} dB, best {max(gains[name].values()):+.2f} dB, "
-              f"worst fall below an earlier best {worst_fall(gains[name]):.2f} dB")  # fmt: skip
+        last = max(gains[name])
+        print(f"{name}: final {gains[name][last]:+.2f} dB at {last} images, best "
+              f"{max(gains[name].values()):+.2f} dB, worst fall below an earlier best "
+              f"{worst_fall(gains[name]):.2f} dB")  # fmt: skip
 
 
 if __name__ == "__main__":
