@@ -48,7 +48,7 @@ RECIPES = {
 # configs/h200.toml's rule on the calibration: 16 times the batch in 1/16 of the steps (2,000
 # at batch 16), the warm-up and the evaluations too, the lr of batch 16 scaled by sqrt(16), the
 # weight average's horizon kept in images (0.999^16)
-RECIPES["b256"] = (RECIPES["new"] + " --batch-size 256 --steps 125 --eval-every 31 "
+RECIPES["b256"] = (RECIPES["new"] + " --batch-size 256 --steps 125 --eval-every 25 "
                    "--warmup-steps 3 --lr-scaling sqrt --lr-reference-batch 16 "
                    "--ema-decay 0.9841")  # fmt: skip
 
