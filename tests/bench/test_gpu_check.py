@@ -98,6 +98,7 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
             EXTRA_EVAL_ARGS="--batch-size 4 --loader-threads 2",
             EXTRA_LOADER_ARGS="--seconds 0.5",
             EXTRA_UPSCALE_ARGS="--device cpu", UPSCALE_IMAGES="1",
+            PART_LIMIT_SCALE="4",  # the GPU's limits; the trainer part took 30 of 50 s here
         ),
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

@@ -201,7 +201,7 @@ def test_an_mlflow_server_stopped_for_10_s_mid_run_ends_up_with_everything(
     try:
         out, steps = tmp_path / "run", 120
         args = ["--scale", "4", "--phase", "pretrain", "--steps", str(steps),
-                "--batch-size", "16", "--checkpoint-every", "10", "--eval-every", "60",
+                "--checkpoint-every", "10", "--eval-every", "60",
                 "--log-every", "5"]  # fmt: skip
         launcher = subprocess.Popen(
             train_cmd(shards_faces128, out, server.url, *args),

@@ -177,7 +177,8 @@ def test_a_model_the_run_could_not_log_is_logged_by_its_sender_once_mlflow_answe
     assert any("model was not logged" in r.getMessage() for r in caplog.records)
     client = mlflow.MlflowClient(tracking_uri=tracker.uri)
     (model,) = client.search_logged_models(
-        experiment_ids=[client.get_run(tracker.run_id).info.experiment_id])
+        experiment_ids=[client.get_run(tracker.run_id).info.experiment_id]
+    )
     assert model.name == "generator" and model.source_run_id == tracker.run_id
     version = client.get_model_version("srgan-celeba-x4", "1")
     assert version.tags == {"run_id": tracker.run_id, "step": "1", "val_psnr_y": "30.0000"}
