@@ -26,7 +26,7 @@
 # train part stays eager (--compile off): it measures quality in its time, not compiling.
 # Every part has its own time limit; a failed part is logged and the next one still runs.
 # GPU_CHECK_BUNDLE: the prepared folder (default .gpu-check). EXTRA_STEP_ARGS,
-# EXTRA_COMPILE_ARGS, EXTRA_PROFILE_ARGS, EXTRA_TRAINER_ARGS (TRAINER_PHASES: which trainer parts, default both), EXTRA_TRAIN_ARGS, EXTRA_EVAL_ARGS, EXTRA_LOADER_ARGS are appended to a part's flags (the
+# EXTRA_COMPILE_ARGS, EXTRA_PROFILE_ARGS, EXTRA_TRAINER_ARGS (TRAINER_PHASES: the phases the trainer and profile parts run, default both), EXTRA_TRAIN_ARGS, EXTRA_EVAL_ARGS, EXTRA_LOADER_ARGS are appended to a part's flags (the
 # last occurrence of a flag wins): tests/bench/test_gpu_check.py runs the whole script on a CPU with
 # tiny sizes that way, so every flag the device run passes is parsed in CI.
 set -uo pipefail
@@ -89,7 +89,7 @@ done
 
 # where the compiled steps' time goes (torch.profiler: top kernels, time by kind) and the
 # roofline of this network on this GPU (bench/profile_step.py), per phase
-part profile 60 bash -c "set -o pipefail; for phase in pretrain gan; do $python bench/profile_step.py \
+part profile 60 bash -c "set -o pipefail; for phase in ${TRAINER_PHASES:-pretrain gan}; do $python bench/profile_step.py \
     --phase \$phase --batch-size 256 --precision bf16 --channels-last --compile on --steps 5 --warmup 3 \
     ${EXTRA_PROFILE_ARGS:-} --json '$out/profile_'\$phase'.json'; done | tee '$out/profile.txt'"
 
