@@ -48,12 +48,10 @@ def log_generator(
     name: str,
     registered_name: str | None = None,
     version_tags: dict[str, Any] | None = None,
-    run_id: str | None = None,
 ) -> Any:
-    """Log `generator` (eval mode, on the CPU) into run `run_id` (default: the active MLflow
-    run); with `registered_name`, also as a new version of that registered model, tagged.
-    Naming the run lets a background thread log into it without starting it there (which
-    would end it, FINISHED, on leaving). Returns MLflow's ModelInfo."""
+    """Log `generator` (eval mode, on the CPU) into the active MLflow run; with
+    `registered_name`, also as a new version of that registered model, tagged. Returns
+    MLflow's ModelInfo."""
     import mlflow.pytorch
 
     example = np.zeros((2, 3, EXAMPLE_SIDE, EXAMPLE_SIDE), dtype=np.float32)
@@ -64,7 +62,6 @@ def log_generator(
         input_example=example,
         registered_model_name=registered_name,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        run_id=run_id,
     )
     if registered_name is not None and version_tags:
         version = str(info.registered_model_version)

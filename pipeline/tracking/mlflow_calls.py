@@ -118,8 +118,13 @@ def log_newest_generator(client: Any, run_id: str, run_dir: Path, record: Record
         tags = {k: v for k, v in tags.items() if not k.startswith("val_")}
         tags["step"] = state["step"]
     tags["run_id"] = run_id
-    log_generator(generator_from(state, path), record["name"], record.get("registered_name"),
-                  tags, run_id=run_id)  # fmt: skip
+    # The run made active here, in this thread only (MLflow keeps one stack per thread), is
+    # what puts the model in the run's experiment (MLflow takes it from the active run, else
+    # from the default experiment). Leaving it marks the run FINISHED: a model record exists
+    # only for a run that finished, and its "end" record follows.
+    with mlflow_module().start_run(run_id=run_id):
+        log_generator(generator_from(state, path), record["name"],
+                      record.get("registered_name"), tags)  # fmt: skip
 
 
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:

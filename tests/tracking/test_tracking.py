@@ -206,7 +206,10 @@ def test_a_run_started_while_the_server_was_down_is_made_by_sync(tmp_path, caplo
     (run,) = client.search_runs([client.get_experiment_by_name("tracking-test").experiment_id])
     assert run.data.params == {"lr": "0.001"} and run.info.status == "FINISHED"
     assert _history(uri, run.info.run_id) == [(1, 1.0)]
-    version = client.get_model_version("srgan-celeba-x4", "1")  # logged and registered by sync
+    # logged and registered by sync, in the run's experiment
+    (model,) = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert model.name == "generator" and model.source_run_id == run.info.run_id
+    version = client.get_model_version("srgan-celeba-x4", "1")
     assert version.tags == {"run_id": run.info.run_id, "step": "1", "val_psnr_y": "30.0000"}
     assert tracking_main(["sync", str(tmp_path / "run")]) == 0  # again: nothing twice
     assert _history(uri, run.info.run_id) == [(1, 1.0)]
