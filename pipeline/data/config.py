@@ -116,6 +116,45 @@ def rank_range(samples: int, world_size: int, shard: int) -> tuple[int, int]:
     return samples * shard // world_size, samples * (shard + 1) // world_size
 
 
+class EpochPosition:
+    """Where a loader is in its data: the epoch, the batches yielded in it, and its length.
+
+    Both loaders keep it the same way, so a checkpoint's position means the same whichever
+    loader wrote it.
+    """
+
+    def __init__(self, cfg: LoaderConfig, samples: int, world_size: int, rank: int, where: str):
+        self._count_args = (cfg, samples, world_size, where)
+        self._rank = rank
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self._batches = self._count()
+
+    def _count(self) -> int:
+        cfg, samples, world_size, where = self._count_args
+        shard = epoch_shard(self._rank, self.epoch, world_size)
+        return epoch_batches(cfg, samples, world_size, where, shard)
+
+    def __len__(self) -> int:
+        return self._batches
+
+    def next_epoch(self) -> None:
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        self._batches = self._count()
+
+    def move_to(self, epoch: int, batch: int) -> None:
+        """Go to a saved position.
+
+        A position saved after an epoch's last batch but before the loader saw the epoch end
+        is the start of the next epoch: DALI's checkpoint taken there already starts it
+        (tests/data/test_loader.py::test_resume_at_an_epoch_end_starts_the_next_epoch).
+        """
+        self.epoch, self.batch_in_epoch = epoch, batch
+        self._batches = self._count()
+        if self.batch_in_epoch >= self._batches:
+            self.next_epoch()
+
+
 class Loader(Protocol):
     """What the trainer relies on; DaliLoader and ReferenceLoader both provide it."""
 
@@ -127,5 +166,6 @@ class Loader(Protocol):
 
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[Batch]: ...
+    def move_to(self, epoch: int, batch: int) -> None: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...

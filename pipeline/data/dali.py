@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from pipeline.data.config import Batch, LoaderConfig, epoch_batches, epoch_shard
+from pipeline.data.config import Batch, EpochPosition, LoaderConfig
 from pipeline.data.shardset import SplitShards
 from pipeline.runtime.distributed import ProcessPlace
 
@@ -90,7 +90,7 @@ def _key_of(info: torch.Tensor) -> str:
     return text.rsplit(":", 1)[-1].split(".", 1)[0]
 
 
-class DaliLoader:
+class DaliLoader(EpochPosition):
     """Iterating gives one epoch of `len(self)` batches; the next iteration the next epoch."""
 
     backend = "dali"
@@ -100,9 +100,8 @@ class DaliLoader:
         self.gpu = use_gpu_decoding(cfg.decode_device)
         self.device = torch.device(f"cuda:{place.local_rank}" if self.gpu else "cpu")
         self.decoder = "dali-nvjpeg" if self.gpu else "dali-cpu"
-        self.epoch = 0
-        self.batch_in_epoch = 0
-        self._batches = self._epoch_batches()
+        where = f"{shards.data} {shards.split}"
+        EpochPosition.__init__(self, cfg, shards.samples, place.world_size, place.rank, where)
         log.info(
             "DALI loader on %s: %s split, %d batches of %d per epoch per rank, decode on %s",
             shards.data,
@@ -124,14 +123,6 @@ class DaliLoader:
             [pipe], names, reader_name=READER, last_batch_policy=policy, auto_reset=True
         )
 
-    def _epoch_batches(self) -> int:
-        shard = epoch_shard(self.place.rank, self.epoch, self.place.world_size)
-        where = f"{self.shards.data} {self.shards.split}"
-        return epoch_batches(self.cfg, self.shards.samples, self.place.world_size, where, shard)
-
-    def __len__(self) -> int:
-        return self._batches
-
     def __iter__(self) -> Iterator[Batch]:
         while True:
             try:
@@ -147,9 +138,7 @@ class DaliLoader:
             yield Batch(out["lr"], out["hr"], keys)
         if self.batch_in_epoch != self._batches:
             raise RuntimeError(f"DALI gave {self.batch_in_epoch} batches, expected {self._batches}")
-        self.epoch += 1
-        self.batch_in_epoch = 0
-        self._batches = self._epoch_batches()
+        self.next_epoch()
 
     def state_dict(self) -> dict[str, Any]:
         """Where the loader is: restoring it gives the batches that would have come next."""
@@ -164,5 +153,4 @@ class DaliLoader:
         if state.get("backend") != self.backend:
             raise ValueError(f"loader state is from the {state.get('backend')} loader, not DALI")
         self._iterator = self._make_iterator(checkpoint=state["dali"])
-        self.epoch, self.batch_in_epoch = state["epoch"], state["batch"]
-        self._batches = self._epoch_batches()
+        self.move_to(state["epoch"], state["batch"])

@@ -28,9 +28,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.data.config import (
     Batch,
+    EpochPosition,
     LoaderConfig,
     batches_per_epoch,
-    epoch_batches,
     epoch_shard,
     rank_range,
 )
@@ -121,7 +121,7 @@ class _EpochBatches(IterableDataset):
         return Batch(torch.stack(lrs), torch.stack(hrs), keys)
 
 
-class ReferenceLoader:
+class ReferenceLoader(EpochPosition):
     """Same interface as DaliLoader: iterating gives one epoch of `len(self)` batches."""
 
     backend = "reference"
@@ -137,9 +137,8 @@ class ReferenceLoader:
         cuda = torch.cuda.is_available()  # the training device, as the DALI loader's
         self.device = torch.device(f"cuda:{place.local_rank}" if cuda else "cpu")
         self._dataset = _EpochBatches(cfg, shards, place)
-        self.epoch = 0
-        self.batch_in_epoch = 0
-        self._batches = self._epoch_batches()
+        where = f"{shards.data} {shards.split}"
+        EpochPosition.__init__(self, cfg, shards.samples, place.world_size, place.rank, where)
         log.info(
             "reference loader on %s: %s split, %d batches of %d per epoch per rank",
             shards.data,
@@ -147,14 +146,6 @@ class ReferenceLoader:
             self._batches,
             cfg.batch_size,
         )
-
-    def _epoch_batches(self) -> int:
-        shard = epoch_shard(self.place.rank, self.epoch, self.place.world_size)
-        where = f"{self.shards.data} {self.shards.split}"
-        return epoch_batches(self.cfg, self.shards.samples, self.place.world_size, where, shard)
-
-    def __len__(self) -> int:
-        return self._batches
 
     def __iter__(self) -> Iterator[Batch]:
         self._dataset.epoch, self._dataset.start = self.epoch, self.batch_in_epoch
@@ -174,9 +165,7 @@ class ReferenceLoader:
             keys = batch.keys if self.cfg.with_keys else None
             lr = batch.lr.to(self.device, non_blocking=cuda)
             yield Batch(lr, batch.hr.to(self.device, non_blocking=cuda), keys)
-        self.epoch += 1
-        self.batch_in_epoch = 0
-        self._batches = self._epoch_batches()
+        self.next_epoch()
 
     def state_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "epoch": self.epoch, "batch": self.batch_in_epoch}
@@ -186,5 +175,4 @@ class ReferenceLoader:
             raise ValueError(
                 f"loader state is from the {state.get('backend')} loader, not the reference loader"
             )
-        self.epoch, self.batch_in_epoch = state["epoch"], state["batch"]
-        self._batches = self._epoch_batches()
+        self.move_to(state["epoch"], state["batch"])

@@ -154,7 +154,7 @@ class Trainer:
                 len(loaders),
                 self.place.world_size,
             )
-            self.loader.epoch = loaders[0]["epoch"] + 1
+            self.loader.move_to(loaders[0]["epoch"] + 1, 0)
         log.info("resumed from %s at step %d", path, self.step)
         self.resumed_step = self.step
         return True

@@ -142,6 +142,28 @@ def test_resume_mid_epoch_gives_the_batches_that_would_have_come(shards_faces128
         assert torch.equal(g.lr, e.lr) and torch.equal(g.hr, e.hr)
 
 
+@pytest.mark.parametrize("backend", ["dali", "reference"])
+def test_resume_at_an_epoch_end_starts_the_next_epoch(shards_faces128, backend):
+    # The state saved after an epoch's last batch, before the loop saw the epoch end: a
+    # time-limit signal at that step once made every rank of a resumed run fail ("DALI gave
+    # 4 batches, expected 2").
+    ld = loader(shards_faces128, backend=backend, seed=3)
+    it = iter(ld)
+    for _ in range(len(ld)):
+        next(it)
+    state = ld.state_dict()
+    assert list(it) == []
+    expected = epoch(ld) + epoch(ld)
+
+    resumed = loader(shards_faces128, backend=backend, seed=3)
+    resumed.load_state_dict(state)
+    assert (resumed.epoch, resumed.batch_in_epoch) == (1, 0)
+    got = epoch(resumed) + epoch(resumed)
+    assert keys_of(got) == keys_of(expected) and len(got) == 2 * len(ld)
+    for g, e in zip(got, expected, strict=True):
+        assert torch.equal(g.lr, e.lr) and torch.equal(g.hr, e.hr)
+
+
 # ---- bad shards: a one-line error naming the shard, before any batch --------------------
 
 

@@ -305,15 +305,18 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> No
 
 @pytest.mark.integration
 def test_killed_and_resumed_equals_uninterrupted(shards_faces128, tmp_path):
+    # 40 faces in batches of 4: the checkpoint at step 10 is at an epoch's end, and the resumed
+    # run goes past the next one (step 20), where a resumed DALI loader once stopped the run
+    # ("DALI gave 20 batches, expected 10").
     args = [
         "--scale",
         "4",
         "--phase",
         "pretrain",
         "--steps",
-        "12",
+        "30",
         "--checkpoint-every",
-        "4",
+        "10",
         "--eval-every",
         "1000",
         "--deterministic",
@@ -330,16 +333,17 @@ def test_killed_and_resumed_equals_uninterrupted(shards_faces128, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait_for(out / "checkpoints" / "step-00000004.pt", process)
+    _wait_for(out / "checkpoints" / "step-00000010.pt", process)
     process.kill()
     process.wait()
-    assert not (out / "checkpoints" / "step-00000012.pt").exists()
-    run_train(shards_faces128, out, db, *args, "--resume", "auto")
+    assert not (out / "checkpoints" / "step-00000030.pt").exists()
+    resumed_run = run_train(shards_faces128, out, db, *args, "--resume", "auto")
+    assert "step-00000010.pt at step 10" in resumed_run.stderr
 
-    last = "checkpoints/step-00000012.pt"
+    last = "checkpoints/step-00000030.pt"
     whole = torch.load(tmp_path / "whole" / last, weights_only=True)["model"]
     resumed = torch.load(out / last, weights_only=True)["model"]
-    assert resumed["generator_ema"]["updates"] == 12  # the average went on where it stopped
+    assert resumed["generator_ema"]["updates"] == 30  # the average went on where it stopped
     for part in ("generator", "generator_ema"):
         ours = resumed[part] if part == "generator" else resumed[part]["weights"]
         theirs = whole[part] if part == "generator" else whole[part]["weights"]
