@@ -118,6 +118,9 @@ def log_newest_generator(client: Any, run_id: str, run_dir: Path, record: Record
         tags = {k: v for k, v in tags.items() if not k.startswith("val_")}
         tags["step"] = state["step"]
     tags["run_id"] = run_id
+    registered = record.get("registered_name")
+    if registered and _registered_already(client, registered, run_id, tags):
+        return
     # The run made active here, in this thread only (MLflow keeps one stack per thread), is
     # what puts the model in the run's experiment (MLflow takes it from the active run, else
     # from the default experiment). Leaving it marks the run FINISHED: a model record exists
@@ -125,6 +128,23 @@ def log_newest_generator(client: Any, run_id: str, run_dir: Path, record: Record
     with mlflow_module().start_run(run_id=run_id):
         log_generator(generator_from(state, path), record["name"],
                       record.get("registered_name"), tags)  # fmt: skip
+
+
+def _registered_already(client: Any, registered: str, run_id: str, tags: dict[str, Any]) -> bool:
+    """Whether an earlier try registered this model although its reply never came (a live call
+    timed out after the server had done it): a version of this run tagged with this step, or
+    one with no step tag (its tags were never set; they are set now). Registering again would
+    give the registry two versions of one model. (A try that failed between logging the model
+    and registering it leaves a logged model that this retry logs once more.)"""
+    for version in client.search_model_versions(f"name='{registered}' and run_id='{run_id}'"):
+        if version.tags.get("step", str(tags["step"])) != str(tags["step"]):
+            continue
+        for key, value in tags.items():
+            client.set_model_version_tag(registered, version.version, key, str(value))
+        log.info("MLflow: %s version %s of this run is already registered; not logged again",
+                 registered, version.version)  # fmt: skip
+        return True
+    return False
 
 
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -188,6 +188,29 @@ def test_a_model_the_run_could_not_log_is_logged_by_its_sender_once_mlflow_answe
     assert len(client.search_model_versions("name='srgan-celeba-x4'")) == 1
 
 
+def test_a_model_registered_by_a_call_whose_reply_was_lost_is_not_registered_twice(
+    tmp_path, monkeypatch
+):
+    tracker = _tracker(tmp_path)
+    generator = _checkpointed_generator(tmp_path)
+    registered = tracking.tracker.log_generator
+
+    def done_but_timed_out(model, name, registered_name, version_tags):
+        # the server logged and registered the model, the client gave up before its reply
+        registered(model, name, registered_name, {})
+        raise ConnectionError("read timed out")
+
+    monkeypatch.setattr(tracking.tracker, "log_generator", done_but_timed_out)
+    tracker.log_model(generator, "generator", "srgan-celeba-x4",
+                      {"step": 1, "val_psnr_y": "30.0000"})  # fmt: skip
+    tracker.end("FINISHED")
+    client = mlflow.MlflowClient(tracking_uri=tracker.uri)
+    (version,) = client.search_model_versions("name='srgan-celeba-x4'")
+    assert version.run_id == tracker.run_id  # one version, and its tags set by the retry
+    assert version.tags == {"run_id": tracker.run_id, "step": "1", "val_psnr_y": "30.0000"}
+    assert _status(tracker.uri, tracker.run_id) == "FINISHED"
+
+
 def test_a_run_started_while_the_server_was_down_is_made_by_sync(tmp_path, caplog, capsys):
     with caplog.at_level(logging.WARNING, logger="pipeline.tracking"):
         tracker = _tracker(tmp_path, uri="http://127.0.0.1:9")  # nothing listens there
