@@ -126,7 +126,9 @@ def log_newest_generator(client: Any, run_id: str, run_dir: Path, record: Record
     # from the default experiment). Leaving it marks the run FINISHED: a model record exists
     # only for a run that finished, and its "end" record follows.
     with mlflow_module().start_run(run_id=run_id):
-        log_generator(generator_from(state, path), record["name"],
+        # the weights the run evaluated, as its live call would have logged them
+        which = state.get("config", {}).get("eval_weights", "ema")
+        log_generator(generator_from(state, path, which), record["name"],
                       record.get("registered_name"), tags)  # fmt: skip
 
 

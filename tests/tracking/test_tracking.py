@@ -9,7 +9,9 @@ import threading
 from pathlib import Path
 
 import mlflow
+import mlflow.pytorch
 import pytest
+import torch
 
 from pipeline import tracking
 from pipeline.archs import SRResNet
@@ -149,14 +151,37 @@ def test_end_waits_a_bounded_time_and_sync_sends_the_rest(tmp_path, stalled_serv
     assert _status(tracker.uri, tracker.run_id) == "KILLED"
 
 
-def _checkpointed_generator(tmp_path: Path) -> SRResNet:
+def _checkpointed_generator(tmp_path: Path, eval_weights: str = "ema") -> SRResNet:
     """A tiny generator, saved as the run's checkpoint of step 1 (what the trainer does just
-    before it logs the model)."""
-    cfg = TrainConfig(scale=4, model=ModelConfig(blocks=1, channels=4))
-    generator = SRResNet(4, blocks=1, channels=4)
-    state = {"step": 1, "config": cfg.to_dict(), "model": {"generator": generator.state_dict()}}
+    before it logs the model), with a weight average that differs from it; returned: the one
+    the run evaluates."""
+    cfg = TrainConfig(scale=4, model=ModelConfig(blocks=1, channels=4), eval_weights=eval_weights)
+    generator, average = SRResNet(4, blocks=1, channels=4), SRResNet(4, blocks=1, channels=4)
+    model = {"generator": generator.state_dict(),
+             "generator_ema": {"weights": average.state_dict(), "updates": 1}}  # fmt: skip
+    state = {"step": 1, "config": cfg.to_dict(), "model": model}
     save_checkpoint(tmp_path / "run" / "checkpoints", 1, state, keep=1)
-    return generator
+    return average if eval_weights == "ema" else generator
+
+
+@pytest.mark.parametrize("eval_weights", ["ema", "raw"])
+def test_the_retried_model_has_the_weights_the_run_evaluated(tmp_path, monkeypatch, eval_weights):
+    tracker = _tracker(tmp_path)
+    evaluated = _checkpointed_generator(tmp_path, eval_weights)
+
+    def swamped(*args, **kwargs):
+        raise ConnectionError("read timed out")
+
+    monkeypatch.setattr(tracking.tracker, "log_generator", swamped)
+    tracker.log_model(evaluated, "generator", "srgan-celeba-x4", {"step": 1})
+    tracker.end("FINISHED")
+    client = mlflow.MlflowClient(tracking_uri=tracker.uri)
+    (model,) = client.search_logged_models(
+        experiment_ids=[client.get_run(tracker.run_id).info.experiment_id]
+    )
+    logged = mlflow.pytorch.load_model(model.model_uri).state_dict()
+    for name, value in evaluated.state_dict().items():
+        assert torch.equal(logged[name], value), name
 
 
 def test_a_model_the_run_could_not_log_is_logged_by_its_sender_once_mlflow_answers(
