@@ -163,6 +163,22 @@ def test_a_usage_error_is_one_line_and_exit_status_2(capsys, argv, error):
     assert line.startswith(f"pipeline.train: error: {error}")
 
 
+@pytest.mark.parametrize(
+    ("toml", "error"),
+    [
+        ('[optim]\nlr_scaling = "cubic"\n', "optim.lr_scaling must be one of none, sqrt, linear"),
+        ('phase = "finetune"\n', "phase must be one of pretrain, gan, got 'finetune'"),
+        ('[model]\noutput = "relu"\n', "model.output must be one of tanh, linear"),
+    ],
+)
+def test_a_config_file_setting_outside_its_choices_is_a_usage_error(tmp_path, capsys, toml, error):
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    assert main(["--config", str(config)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"pipeline.train: error: {error}")
+
+
 @pytest.mark.integration
 def test_the_srgan_train_script_exits_with_mains_status():
     result = run_script("srgan-train", "--help")
