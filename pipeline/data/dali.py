@@ -117,25 +117,44 @@ class DaliLoader(EpochPosition):
 
         names = ["lr", "hr", "info"] if self.cfg.with_keys else ["lr", "hr"]
         pipe = _pipeline(self.cfg, self.shards, self.place, self.gpu, checkpoint)
-        # Training drops the tail so every rank has equal full batches; eval keeps it.
-        policy = LastBatchPolicy.DROP if self.cfg.drop_last else LastBatchPolicy.PARTIAL
+        # Every batch of the padded shard comes out, so each epoch is read to its end; training
+        # keeps only the first len(self) (__iter__). DALI's DROP policy can leave a batch of
+        # padding unread, which became the next epoch's first batch: one face repeated, the
+        # shard order shifted (DALI 2.4, when floor(N / ranks) is a multiple of the batch and
+        # N is not of the ranks).
         return DALIGenericIterator(
-            [pipe], names, reader_name=READER, last_batch_policy=policy, auto_reset=True
-        )
+            [pipe], names, reader_name=READER, last_batch_policy=LastBatchPolicy.PARTIAL,
+            auto_reset=True,
+        )  # fmt: skip
 
-    def __iter__(self) -> Iterator[Batch]:
+    def _outputs(self) -> Iterator[dict[str, torch.Tensor]]:
+        """DALI's batches to its epoch end, without the empty ones: without drop_last every
+        shard is iterated as often as the longest one, and a shorter shard's extra iteration
+        comes out empty (DALI 2.4, seen here)."""
         while True:
             try:
                 out = next(self._iterator)[0]
             except StopIteration:
-                break
-            if out["hr"].shape[0] == 0:
-                # Without drop_last every shard is iterated as often as the longest one; a
-                # shorter shard's extra iteration comes out empty (DALI 2.4, seen here).
-                continue
+                return
+            if out["hr"].shape[0] > 0:
+                yield out
+
+    def __iter__(self) -> Iterator[Batch]:
+        outputs = self._outputs()
+        for out in outputs:
             self.batch_in_epoch += 1
+            if self.batch_in_epoch == self._batches:
+                # The epoch's last batch: read DALI to its epoch end first (the tail that
+                # training drops), so a checkpoint taken while this batch is in use already
+                # starts the next epoch, as EpochPosition.move_to takes it.
+                extra = sum(1 for _ in outputs)
+                if extra and not self.cfg.drop_last:
+                    raise RuntimeError(f"DALI gave {self._batches + extra} batches, "
+                                       f"expected {self._batches}")  # fmt: skip
             keys = [_key_of(row) for row in out["info"]] if self.cfg.with_keys else None
             yield Batch(out["lr"], out["hr"], keys)
+            if self.batch_in_epoch == self._batches:
+                break
         if self.batch_in_epoch != self._batches:
             raise RuntimeError(f"DALI gave {self.batch_in_epoch} batches, expected {self._batches}")
         self.next_epoch()
