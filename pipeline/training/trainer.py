@@ -145,15 +145,16 @@ class Trainer:
         self.run_id = state.get("mlflow_run_id")
         set_rng_state(state["rng"])
         loaders = state["loader"]
-        if len(loaders) == self.place.world_size:
+        saved_batch = state["config"].get("batch_size", self.cfg.batch_size)
+        if len(loaders) == self.place.world_size and saved_batch == self.cfg.batch_size:
             self.loader.load_state_dict(loaders[self.place.rank])
         else:
+            # A saved position is in batches of the saved size on the saved ranks.
             log.warning(
-                "checkpoint was written by %d processes, this run has %d: the data "
-                "order restarts at a new epoch",
-                len(loaders),
-                self.place.world_size,
-            )
+                "checkpoint was written by %d processes at batch %d, this run has %d at batch "
+                "%d: the data order restarts at a new epoch",
+                len(loaders), saved_batch, self.place.world_size, self.cfg.batch_size,
+            )  # fmt: skip
             self.loader.move_to(loaders[0]["epoch"] + 1, 0)
         log.info("resumed from %s at step %d", path, self.step)
         self.resumed_step = self.step

@@ -370,6 +370,19 @@ def test_killed_and_resumed_equals_uninterrupted(shards_faces128, tmp_path):
 
 
 @pytest.mark.integration
+def test_a_run_resumed_at_another_batch_size_restarts_the_data_order(shards_faces128, tmp_path):
+    # 24 of the 40 faces seen at batch 4: DALI restores its place in samples and the count in
+    # batches (6 of 4 would be read as 6 of 5), so the run starts a new epoch instead
+    args = ["--scale", "4", "--phase", "pretrain", "--eval-every", "1000"]
+    out, db = tmp_path / "run", tmp_path / "mlflow.db"
+    run_train(shards_faces128, out, db, *args, "--steps", "6")
+    result = run_train(shards_faces128, out, db, *args, "--steps", "24", "--batch-size", "5",
+                       "--resume", "auto")  # fmt: skip
+    assert "written by 1 processes at batch 4, this run has 1 at batch 5" in result.stderr
+    assert (out / "checkpoints" / "step-00000024.pt").is_file()
+
+
+@pytest.mark.integration
 def test_a_torn_checkpoint_is_skipped(shards_faces128, tmp_path):
     args = [
         "--scale",
