@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from pipeline.archs import SRResNet
+from pipeline.runtime.distributed import ProcessPlace, first_problem, gather_objects
 from preprocess.atomic import atomic_open
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,30 @@ def newest_valid_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | No
         except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped the same way
             log.warning("skipping unreadable checkpoint %s: %s", path, exc)
     return None
+
+
+def agreed_newest_checkpoint(
+    directory: Path, place: ProcessPlace
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest readable checkpoint as rank 0 sees it, loaded by every rank (None: none).
+
+    One rank picks: on a shared file system another node may list the folder before rank 0's
+    newest file shows up there, and ranks resumed from different steps would go on as one run
+    with different weights. A rank that cannot read the chosen file stops every rank.
+    """
+    found = newest_valid_checkpoint(directory) if place.is_main else None
+    chosen = gather_objects(None if found is None else str(found[0]))[0]
+    if chosen is None:
+        return None
+    path, problem = Path(chosen), None
+    if found is None:
+        try:
+            found = path, load_checkpoint(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file
+            problem = f"{path}: rank {place.rank} cannot read the checkpoint rank 0 chose ({exc})"
+    if (problem := first_problem(problem)) is not None:  # every rank, rank 0 too
+        raise CheckpointError(problem)
+    return found
 
 
 class CheckpointError(Exception):

@@ -22,11 +22,11 @@ from pipeline.archs.vgg import describe_weights
 from pipeline.data import LoaderConfig, build_loader, open_split_once
 from pipeline.evaluation import BicubicBaseline, evaluate, load_lpips
 from pipeline.runtime.checkpoint import (
+    agreed_newest_checkpoint,
     checkpoint_path,
     find_checkpoint,
     generator_weights,
     load_checkpoint,
-    newest_valid_checkpoint,
     save_checkpoint,
 )
 from pipeline.runtime.distributed import ProcessPlace, first_problem, gather_objects
@@ -126,7 +126,7 @@ class Trainer:
         if not self.cfg.resume:
             return False
         if self.cfg.resume == "auto":
-            found = newest_valid_checkpoint(self.checkpoints)
+            found = agreed_newest_checkpoint(self.checkpoints, self.place)
             if found is None:
                 log.info("--resume auto: no checkpoint in %s, starting fresh", self.checkpoints)
                 return False

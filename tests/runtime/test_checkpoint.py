@@ -1,0 +1,54 @@
+"""Which checkpoint a resumed run's ranks load (the collectives faked: no process group)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.runtime import checkpoint
+from pipeline.runtime.checkpoint import CheckpointError, agreed_newest_checkpoint, save_checkpoint
+from pipeline.runtime.distributed import ProcessPlace
+
+RANK1 = ProcessPlace(1, 1, 2)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    for step in (2, 4):
+        save_checkpoint(tmp_path, step, {"step": step}, keep=3)
+    return tmp_path
+
+
+def _as_rank1(monkeypatch, rank0_value, problems=()):
+    """gather_objects as rank 1 sees it when rank 0 gave `rank0_value`."""
+    monkeypatch.setattr(checkpoint, "gather_objects", lambda value: [rank0_value, value])
+    monkeypatch.setattr(
+        checkpoint, "first_problem", lambda p: next((x for x in (*problems, p) if x), None)
+    )
+
+
+def test_every_rank_loads_the_file_rank_0_chose_not_its_own_newest(folder, monkeypatch):
+    # rank 1's listing has step 4 too, but rank 0 (its listing late on a shared file system)
+    # chose step 2: rank 1 must load step 2
+    _as_rank1(monkeypatch, str(folder / "step-00000002.pt"))
+    path, state = agreed_newest_checkpoint(folder, RANK1)
+    assert path.name == "step-00000002.pt" and state["step"] == 2
+
+
+def test_rank_0_found_none_so_every_rank_starts_fresh(folder, monkeypatch):
+    _as_rank1(monkeypatch, None)
+    assert agreed_newest_checkpoint(folder, RANK1) is None
+
+
+def test_a_chosen_file_one_rank_cannot_read_stops_every_rank(folder, monkeypatch):
+    (folder / "step-00000004.pt").write_bytes(b"torn")
+    _as_rank1(monkeypatch, str(folder / "step-00000004.pt"))
+    with pytest.raises(
+        CheckpointError, match=r"step-00000004\.pt: rank 1 cannot read the checkpoint rank 0 chose"
+    ):
+        agreed_newest_checkpoint(folder, RANK1)
+
+
+def test_alone_it_is_the_newest_readable(folder):
+    (folder / "step-00000004.pt").write_bytes(b"torn")
+    path, state = agreed_newest_checkpoint(folder, ProcessPlace(0, 0, 1))
+    assert path.name == "step-00000002.pt" and state["step"] == 2
