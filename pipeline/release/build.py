@@ -41,6 +41,11 @@ RESULTS_NAME, CARD_NAME = "results.json", "README.md"
 RESULTS_FORMAT = "srgan-celeba-release/1"
 EXPERIMENT = "srgan-celeba-release"
 STAGES_NAME = "stages.json"  # seconds each stage took when it ran
+RUN_JOB_NAME = "release-job.json"  # in a run folder: the data and flags it trains with
+# flags (as --flag=value) that leave the trained weights as they are: changing them between
+# runs of a release may reuse its runs
+OPERATIONAL_FLAGS = ("--tracking-uri", "--experiment", "--log-every", "--loader-threads",
+                     "--dist-timeout")  # fmt: skip
 
 
 class ReleaseError(Exception):
@@ -149,12 +154,38 @@ def finished_run(job: ReleaseJob, run_dir: Path) -> dict[str, Any] | None:
     return {"path": found, "state": state} if int(state.get("step", -2)) >= steps else None
 
 
+def claim_run_dir(job: ReleaseJob, run_dir: Path, shards: Path, scale: int) -> None:
+    """A run folder serves one job's data and flags: a release run again into the same --out
+    with other shards or flags would otherwise resume, or reuse, a run trained on other data
+    and score it (test split included) under the new job's card."""
+    args = [a for a in train_argv(job, scale) if not a.startswith(OPERATIONAL_FLAGS)]
+    wanted = {"data": str(shards.resolve()), "train_args": args}
+    marker = run_dir / RUN_JOB_NAME
+    if marker.is_file():
+        had = json.loads(marker.read_text())
+    else:  # a run folder of an older release: its checkpoints name their data
+        try:
+            _, state = find_checkpoint(run_dir)
+        except Exception:  # noqa: BLE001 - nothing readable: a fresh run
+            state = {}
+        data = state.get("config", {}).get("data")
+        had = {**wanted, "data": str(Path(data).resolve())} if data else wanted
+    differ = [key for key in wanted if had.get(key) != wanted[key]]
+    if differ:
+        what = "; ".join(f"{key} {had.get(key)} there, {wanted[key]} now" for key in differ)
+        raise ReleaseError(f"{run_dir}: a run of other data or flags ({what}); use another "
+                           "--out, or delete that run folder")  # fmt: skip
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(marker, wanted)
+
+
 def train(job: ReleaseJob, shards: Path, scale: int, stages: Stages) -> tuple[dict, float]:
     """Train the scale's SRResNet (MSE pretrain phase), unless it finished before; returns its
     last checkpoint and the seconds training took."""
     run_dir = job.out / "runs" / f"x{scale}"
     name = f"train x{scale}"
-    done = finished_run(job, run_dir)
+    done = finished_run(job, run_dir)  # another network: its own one-line error first
+    claim_run_dir(job, run_dir, shards, scale)
     if done is None:
         tracking = f"sqlite:///{job.out / 'mlflow.db'}"
         cmd = [*launcher(job, sys.executable), "--data", str(shards), "--out", str(run_dir),
@@ -217,8 +248,10 @@ def release_scale(
     if job.fsrnet is not None:
         scores["fsrnet"] = score(job, weights, scale, "fsrnet", ["--images", str(job.fsrnet)])
     stages.record(f"score x{scale}", time.perf_counter() - started)
-    # the global batch the run trained with (a --train-arg may have changed the size's)
-    batch = int(made["config"].get("batch_size", job.size.batch_size)) * job.nproc
+    # the global batch the run trained with (a --train-arg may have changed the size's, and a
+    # finished run reused by a job with another --nproc had its own processes)
+    processes = len(done["state"].get("loader", [])) or job.nproc
+    batch = int(made["config"].get("batch_size", job.size.batch_size)) * processes
     return weights, {
         "file": weights.name,
         "sha256": sha256(weights),

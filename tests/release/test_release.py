@@ -129,7 +129,8 @@ def test_a_rerun_trains_nothing_again_and_writes_one_whole_release(
     again.mkdir()
     (again / "srgan-celeba-x8.safetensors").write_bytes(b"an earlier release's")
     status, stdout, stderr = _build(capsys, small_root, "--size", "smoke", "--out", out,
-                                    "--release", again, "--scales", "4", NO_TRACKING)  # fmt: skip
+                                    "--release", again, "--scales", "4", NO_TRACKING,
+                                    "--train-arg=--log-every=5")  # fmt: skip
     assert status == 0, stdout[-3000:] + stderr[-3000:]
     assert "train x4: finished before" in stdout
     assert "torch.distributed.run" not in stdout  # no training started
@@ -153,3 +154,16 @@ def test_a_run_of_another_network_in_out_is_one_line(release, small_root, tmp_pa
         f"pipeline.release: error: {out / 'runs' / 'x4'}: a run of a B1C8 network, not the "
         "--size cpu one; use another --out"
     )
+
+
+def test_a_run_of_other_flags_in_out_is_not_reused(release, small_root, tmp_path, capsys):
+    # reused, its scores and card would describe a job that never trained it
+    out, _ = release
+    status, _, stderr = _build(capsys, small_root, "--size", "smoke", "--out", out, "--release",
+                               tmp_path / "r", NO_TRACKING, "--train-arg=--lr=5e-4")  # fmt: skip
+    assert status == 1
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith(f"pipeline.release: error: {out / 'runs' / 'x4'}: a run of other "
+                           "data or flags (train_args [")  # fmt: skip
+    assert "'--lr=5e-4'] now); use another --out, or delete that run folder" in line
+    assert not (tmp_path / "r").exists()
