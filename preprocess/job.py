@@ -8,6 +8,8 @@ writes only the rest, and the output is byte-identical to an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -39,6 +41,7 @@ from preprocess.shards import ShardWriter, index_path_for, sha256_file
 log = logging.getLogger(__name__)
 
 JOB_RECORD = "job.json"
+LOCK_NAME = "lock"  # held (flock) by the job writing the folder; holds its pid
 MAX_WARNING_LINES = 20
 
 
@@ -141,6 +144,31 @@ def _remove_temporaries(out: Path) -> int:
     return len(leftovers)
 
 
+@contextlib.contextmanager
+def _only_job_in(out: Path) -> Iterator[None]:
+    """Hold OUT's lock for the job: a second job on the same folder would delete the first
+    one's temporary files as leftovers and write the same shards (a resubmitted job beside a
+    running one), leaving a manifest whose sizes and hashes match no tar."""
+    path = out / PROGRESS_DIR / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise CelebAError(f"{out}: another srgan-preprocess job is writing there (pid "
+                              f"{holder}); wait for it or use another --out") from None  # fmt: skip
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:  # the lock itself goes with the file's close, or with the process
+            handle.truncate(0)
+
+
 def run_shard_job(job: ShardJob, progress: bool = True) -> dict:
     """Run (or finish) the job and return the manifest that it wrote."""
     warn_if_plain_pillow()
@@ -153,6 +181,12 @@ def run_shard_job(job: ShardJob, progress: bool = True) -> dict:
             sample_key(name)  # bad names stop the job before any work
 
     job.out.mkdir(parents=True, exist_ok=True)
+    with _only_job_in(job.out):
+        return _write_shards(job, source, plan, progress)
+
+
+def _write_shards(job: ShardJob, source: ImageSource, plan: Plan, progress: bool) -> dict:
+    """The shards of `plan` not complete yet, then the manifest (OUT's lock held)."""
     _check_or_write_job_record(job.out, job_fingerprint(job, plan))
     if removed := _remove_temporaries(job.out):
         log.info("removed %d temporary files left by an interrupted run", removed)

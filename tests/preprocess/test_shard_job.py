@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -209,6 +210,31 @@ def test_missing_inputs_fail_before_any_work(tmp_path: Path, small_root: Path):
     assert result.returncode == 2
     assert "list_eval_partition.txt: partition file not found" in result.stderr
     assert not out.exists()
+
+
+def test_a_second_job_on_a_folder_being_written_is_refused(seed_out: Path, small_root, tmp_path):
+    # a resubmitted job beside a running one would delete its temporary files and write the
+    # same shards: it stops at once with one line, and the running job's files are untouched
+    out = tmp_path / "out"
+    shutil.copytree(seed_out, out)
+    leftover = out / "train" / "train-000099.tar.tmp"  # the running job's shard in progress
+    leftover.write_bytes(b"half a shard")
+    with open(out / ".progress" / "lock", "a+") as held:  # as the running job holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("4242\n")
+        held.flush()
+        result = run_preprocess("shard", "--celeba-root", small_root, "--out", out,
+                                "--samples-per-shard", "16", check=False)  # fmt: skip
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.endswith(f"{out}: another srgan-preprocess job is writing there (pid 4242); "
+                         "wait for it or use another --out")  # fmt: skip
+    assert leftover.read_bytes() == b"half a shard"
+    # once it has ended, the same command goes on (and takes the leftover for its own)
+    result = run_preprocess("shard", "--celeba-root", small_root, "--out", out,
+                            "--samples-per-shard", "16", "--no-progress")  # fmt: skip
+    assert "resuming: 5 of 5 shards already complete" in result.stderr
+    assert not leftover.exists() and tree_bytes(out) == tree_bytes(seed_out)
 
 
 def test_other_settings_on_the_same_output_are_refused(seed_out: Path, small_root: Path, tmp_path):
