@@ -18,6 +18,8 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
 
@@ -41,6 +43,8 @@ from preprocess.shards import ShardWriter, index_path_for, sha256_file
 log = logging.getLogger(__name__)
 
 JOB_RECORD = "job.json"
+CHUNK = 8  # names a worker takes at a time
+WORKER_DIED = "its worker process died while making it (killed, e.g. for memory, or crashed)"
 LOCK_NAME = "lock"  # held (flock) by the job writing the folder; holds its pid
 MAX_WARNING_LINES = 20
 
@@ -97,9 +101,29 @@ def _results(
         _init_worker(*args)
         yield from map(_process, names)
         return
-    context = multiprocessing.get_context("fork")
-    with context.Pool(job.workers, initializer=_init_worker, initargs=args) as pool:
-        yield from pool.imap(_process, names, chunksize=8)
+    # A worker that dies (killed for memory, or a decoder crash) would leave a
+    # multiprocessing.Pool waiting forever; an executor reports it (BrokenProcessPool). The
+    # names then in flight go one at a time through a one-worker pool, so the image that
+    # kills a worker is known, rejected and counted, and the job goes on.
+    start, one_by_one_until = 0, 0
+    while start < len(names):
+        alone = start < one_by_one_until
+        stop, chunk = (one_by_one_until, 1) if alone else (len(names), CHUNK)
+        pool = ProcessPoolExecutor(
+            1 if alone else job.workers, multiprocessing.get_context("fork"), _init_worker, args
+        )
+        try:
+            for result in pool.map(_process, names[start:stop], chunksize=chunk):
+                yield result
+                start += 1
+        except BrokenProcessPool:
+            if alone:
+                yield names[start], WORKER_DIED
+                start += 1
+            else:
+                one_by_one_until = start + 2 * CHUNK * job.workers  # what was in flight
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 # ---- main side ---------------------------------------------------------------------------

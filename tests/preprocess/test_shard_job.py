@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -25,6 +26,11 @@ from conftest import (
 from helpers import PROJECT_ROOT, preprocess_cmd, run_preprocess, tree_bytes
 from PIL import Image
 
+from preprocess import job as job_module
+from preprocess.images import Encoding
+from preprocess.job import run_shard_job
+from preprocess.plan import ShardJob
+from preprocess.protocol import PRESETS
 from preprocess.shards import parse_dali_index, read_tar_members
 
 
@@ -304,3 +310,39 @@ def test_whole_shared_sample_with_verify(tmp_path: Path):
     assert manifest["rejected"] == [] and manifest["synthetic"] is synthetic_sample()
     result = run_preprocess("verify", out)
     assert "DALI agree with the manifest" in result.stdout
+
+
+_DYING = {}  # set by the test before the workers fork: the image that kills its worker
+
+
+def _process_or_die(name: str):
+    # module level: the executor pickles the function it runs by name
+    if name == _DYING["victim"]:
+        os._exit(9)  # as the kernel's OOM killer or a decoder crash ends a worker
+    return _DYING["real"](name)
+
+
+def test_a_worker_that_dies_costs_its_image_not_the_job(small_root: Path, tmp_path, monkeypatch):
+    # a multiprocessing.Pool waited forever for the lost image's result
+    victim = sorted(p.name for p in (small_root / "img_align_celeba").iterdir())[5]
+    monkeypatch.setitem(_DYING, "victim", victim)
+    monkeypatch.setitem(_DYING, "real", job_module._process)
+    monkeypatch.setattr(job_module, "_process", _process_or_die)  # the forked workers get it
+    job = ShardJob(small_root, tmp_path / "out", PRESETS["faces128"], Encoding(), 16, workers=2)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["manifest"] = run_shard_job(job, progress=False)
+        except Exception as exc:  # noqa: BLE001 - reported by the assert below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the job hung on the dead worker"
+    manifest = outcome.get("manifest")
+    assert manifest is not None, outcome.get("error")
+    assert [r["file"].split("/")[-1] for r in manifest["rejected"]] == [victim]
+    assert "worker process died" in manifest["rejected"][0]["reason"]
+    assert manifest["images"]["written"] == 40 + 12 + 8 - 1
