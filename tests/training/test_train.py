@@ -370,16 +370,25 @@ def test_killed_and_resumed_equals_uninterrupted(shards_faces128, tmp_path):
 
 
 @pytest.mark.integration
-def test_a_run_resumed_at_another_batch_size_restarts_the_data_order(shards_faces128, tmp_path):
-    # 24 of the 40 faces seen at batch 4: DALI restores its place in samples and the count in
-    # batches (6 of 4 would be read as 6 of 5), so the run starts a new epoch instead
-    args = ["--scale", "4", "--phase", "pretrain", "--eval-every", "1000"]
+def test_a_finished_run_run_again_does_nothing_and_more_steps_at_another_batch_go_on(
+    shards_faces128, tmp_path
+):
+    args = ["--scale", "4", "--phase", "pretrain", "--eval-every", "1000", "--resume", "auto"]
     out, db = tmp_path / "run", tmp_path / "mlflow.db"
     run_train(shards_faces128, out, db, *args, "--steps", "6")
-    result = run_train(shards_faces128, out, db, *args, "--steps", "24", "--batch-size", "5",
-                       "--resume", "auto")  # fmt: skip
-    assert "written by 1 processes at batch 4, this run has 1 at batch 5" in result.stderr
+    assert json.loads((out / "finished.json").read_text())["step"] == 6
+    # a requeued job or launch/train_all.sh again: no second evaluation, no second version
+    again = run_train(shards_faces128, out, db, *args, "--steps", "6")
+    assert "the run finished at step 6 before" in again.stderr
+    assert "val PSNR-Y" not in again.stderr
+    versions = client(db).search_model_versions()
+    assert len(versions) == 1
+    # 24 of the 40 faces seen at batch 4: DALI restores its place in samples and the count in
+    # batches (6 of 4 would be read as 6 of 5), so the run starts a new epoch instead
+    more = run_train(shards_faces128, out, db, *args, "--steps", "24", "--batch-size", "5")
+    assert "written by 1 processes at batch 4, this run has 1 at batch 5" in more.stderr
     assert (out / "checkpoints" / "step-00000024.pt").is_file()
+    assert json.loads((out / "finished.json").read_text())["step"] == 24
 
 
 @pytest.mark.integration
