@@ -165,6 +165,14 @@ def evaluate(
     for statistics in fid_sets.values():
         sum_over_ranks(statistics.sums)
     images_per_rank = gather_objects(int(sr_sums[-1].item()))
+    if images is None and not max_batches and sum(images_per_rank) != shards.samples:
+        # every score is a mean over the split: a loader that lost or repeated samples must
+        # not give one quietly (the same on every rank: the counts are gathered)
+        scored = sum(images_per_rank)
+        raise RuntimeError(
+            f"{shards.data} {cfg.split}: {scored} images scored "
+            f"({images_per_rank} per rank), the split holds {shards.samples}"
+        )
     skipped = sum(gather_objects(len(loader.skipped) if isinstance(loader, FolderImages) else 0))
     cached_before = len(baseline.scores)
     for entries in gather_objects(fresh):

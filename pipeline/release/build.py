@@ -231,6 +231,8 @@ def score(job: ReleaseJob, weights: Path, scale: int, where: str, source: list[s
     if status != 0:
         raise ReleaseError(f"scoring x{scale} on {where} failed (exit {status}): see above")
     scores = json.loads(out.read_text())
+    if scores["images"] == 0:  # e.g. a --fsrnet folder whose every file was skipped
+        raise ReleaseError(f"scoring x{scale} on {where}: no image was scored (see above)")
     return {k: scores[k] for k in ("images", "skipped", "sr", "bicubic", "seconds")}
 
 

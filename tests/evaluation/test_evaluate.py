@@ -241,6 +241,28 @@ def test_a_baseline_made_for_other_shards_is_recomputed(shards_faces128, tmp_pat
     assert json.loads(path.read_text())["key"]["manifest_sha256"] != "0" * 64
 
 
+def test_a_loader_that_loses_samples_cannot_give_scores(shards_faces128, monkeypatch):
+    from pipeline.evaluation import evaluator
+
+    class Losing:  # a loader bug that drops the last batch
+        def __init__(self, cfg, place, shards):
+            self.real = build_loader(cfg, place, shards)
+            self.decoder = self.real.decoder
+
+        def __iter__(self):
+            return iter(list(self.real)[:-1])
+
+    losing = Losing
+
+    monkeypatch.setattr(evaluator, "build_loader", losing)
+    cfg = LoaderConfig(data=shards_faces128, split="val", scale=4, batch_size=5, threads=1)
+    generator = SRResNet(4, TINY.blocks, TINY.channels)
+    with pytest.raises(
+        RuntimeError, match=r"val: 10 images scored \(\[10\] per rank\), the split holds 12"
+    ):
+        evaluate(generator, cfg, ProcessPlace(), shards=open_split(shards_faces128, "val", 4))
+
+
 def test_sr_is_scored_as_a_saved_8_bit_image():
     levels = torch.arange(256, dtype=torch.float32) / 255
     nudged = (levels + 0.49 / 255).clamp(0, 1)
