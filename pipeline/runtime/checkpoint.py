@@ -44,6 +44,20 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if PATTERN.match(p.name))
 
 
+def set_aside_newer(directory: Path, step: int) -> list[Path]:
+    """Move the checkpoints of steps after `step` (a run resumed from an older one, or past a
+    torn newest file) into directory/set-aside/: pruning keeps the highest steps, and
+    --resume auto takes the highest, so left in place they would outlive this run's saves."""
+    newer = [p for p in list_checkpoints(directory) if int(PATTERN.match(p.name)[1]) > step]
+    if not newer:
+        return []
+    aside = directory / "set-aside"
+    aside.mkdir(exist_ok=True)
+    for path in newer:
+        path.replace(aside / path.name)
+    return [aside / path.name for path in newer]
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     # weights_only: a checkpoint is data, never code to run.
     return torch.load(path, map_location="cpu", weights_only=True)

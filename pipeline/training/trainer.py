@@ -29,6 +29,7 @@ from pipeline.runtime.checkpoint import (
     generator_weights,
     load_checkpoint,
     save_checkpoint,
+    set_aside_newer,
 )
 from pipeline.runtime.distributed import ProcessPlace, first_problem, gather_objects
 from pipeline.runtime.precision import training_precision
@@ -161,6 +162,11 @@ class Trainer:
             self.loader.move_to(loaders[0]["epoch"] + 1, 0)
         log.info("resumed from %s at step %d", path, self.step)
         self.resumed_step = self.step
+        if self.place.is_main and (moved := set_aside_newer(self.checkpoints, self.step)):
+            log.warning("%d checkpoints of later steps than %d (%s) moved to %s: this run's "
+                        "saves would be pruned before them and --resume auto would go back to "
+                        "them", len(moved), self.step, ", ".join(p.name for p in moved),
+                        moved[0].parent)  # fmt: skip
         return True
 
     # -- checkpoints and tracking

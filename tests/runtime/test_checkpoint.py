@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from pipeline.runtime import checkpoint
-from pipeline.runtime.checkpoint import CheckpointError, agreed_newest_checkpoint, save_checkpoint
+from pipeline.runtime.checkpoint import (
+    CheckpointError,
+    agreed_newest_checkpoint,
+    list_checkpoints,
+    save_checkpoint,
+    set_aside_newer,
+)
 from pipeline.runtime.distributed import ProcessPlace
 
 RANK1 = ProcessPlace(1, 1, 2)
@@ -52,3 +58,14 @@ def test_alone_it_is_the_newest_readable(folder):
     (folder / "step-00000004.pt").write_bytes(b"torn")
     path, state = agreed_newest_checkpoint(folder, ProcessPlace(0, 0, 1))
     assert path.name == "step-00000002.pt" and state["step"] == 2
+
+
+def test_a_run_resumed_from_an_older_checkpoint_keeps_its_own_saves(tmp_path):
+    for step in (2, 4, 6):
+        save_checkpoint(tmp_path, step, {"step": step}, keep=2)  # keeps 4 and 6
+    # resumed from step 4 (say 6 diverged): 6 is set aside, not left to prune 5 away
+    assert [p.name for p in set_aside_newer(tmp_path, 4)] == ["step-00000006.pt"]
+    save_checkpoint(tmp_path, 5, {"step": 5}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000004.pt", "step-00000005.pt"]
+    assert (tmp_path / "set-aside" / "step-00000006.pt").is_file()
+    assert set_aside_newer(tmp_path, 5) == []
