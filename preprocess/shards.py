@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from preprocess.atomic import atomic_open, tmp_path
+from preprocess.atomic import atomic_open, sync_folder, tmp_path
 
 # DALI's webdataset index format, as written by its `wds2idx` tool: a header line with the
 # version and the sample count, then one line per sample with, for each component,
@@ -88,9 +89,11 @@ class ShardWriter:
         self._tar.close()
         with open(self._tmp, "rb") as handle:
             digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            os.fsync(handle.fileno())  # on disk before its name says it is whole
         with atomic_open(self.index_path, "w") as handle:
             handle.write(format_dali_index(self.members))
         self._tmp.replace(self.tar_path)
+        sync_folder(self.tar_path.parent)
         return digest
 
     def abort(self) -> None:
