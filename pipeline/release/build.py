@@ -102,6 +102,11 @@ class Stages:
             json.loads(self.path.read_text()) if self.path.is_file() else {}
         )
 
+    def total(self, scales: tuple[int, ...]) -> float:
+        """Seconds of a release of `scales`: stages.json keeps other releases' stages too."""
+        names = ["shard", *(f"{stage} x{s}" for s in scales for stage in ("train", "score"))]
+        return sum(self.seconds.get(name, 0.0) for name in names)
+
     def record(self, name: str, seconds: float) -> float:
         self.seconds[name] = round(seconds, 1)
         write_json(self.path, self.seconds)
@@ -330,7 +335,7 @@ def run_release(job: ReleaseJob) -> dict[str, Any]:
         "size": {"name": job.size.name, "about": job.size.about},
         "data": data_summary(shards),
         "fsrnet_faces": job.fsrnet.name if job.fsrnet else None,
-        "minutes": round(sum(stages.seconds.values()) / 60, 1),
+        "minutes": round(stages.total(job.scales) / 60, 1),
         "models": {name: entry for name, (_, entry) in made.items()},
     }
     publish(job, [path for path, _ in made.values()], results)

@@ -138,6 +138,9 @@ def test_a_rerun_trains_nothing_again_and_writes_one_whole_release(
     assert set(results["models"]) == {"x4"}
     assert sorted(p.name for p in again.iterdir()) == [
         "README.md", "results.json", "srgan-celeba-x4.safetensors"]  # fmt: skip
+    stages = json.loads((out / "stages.json").read_text())  # x8's stages of the first too
+    assert results["minutes"] == round(sum(stages[k] for k in ("shard", "train x4", "score x4"))
+                                       / 60, 1) and "train x8" in stages  # fmt: skip
     x4, was = results["models"]["x4"], first["models"]["x4"]
     assert x4["train"]["seconds"] == was["train"]["seconds"] > 0
     assert x4["sha256"] == was["sha256"]  # the same weights, byte for byte
