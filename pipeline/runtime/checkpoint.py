@@ -6,6 +6,7 @@ G, D, optimizers, AMP scaler, step, RNG states, loader position, config and MLfl
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -15,11 +16,12 @@ import torch
 
 from pipeline.archs import SRResNet
 from pipeline.runtime.distributed import ProcessPlace, first_problem, gather_objects
-from preprocess.atomic import atomic_open
+from preprocess.atomic import atomic_open, write_json
 
 log = logging.getLogger(__name__)
 
 PATTERN = re.compile(r"^step-(\d{8})\.pt$")
+FINISHED_NAME = "finished.json"  # in --out: the step a run finished at (evaluated, logged)
 
 
 def checkpoint_path(directory: Path, step: int) -> Path:
@@ -95,6 +97,30 @@ def agreed_newest_checkpoint(
     if (problem := first_problem(problem)) is not None:  # every rank, rank 0 too
         raise CheckpointError(problem)
     return found
+
+
+def note_finished(out: Path, step: int, run_id: str | None, val: dict[str, float]) -> None:
+    """OUT/finished.json: the run did its last step, final evaluation and model."""
+    write_json(out / FINISHED_NAME, {"step": step, "mlflow_run_id": run_id, "val": val})
+
+
+def finished_before(out: Path, step: int, steps: int, place: ProcessPlace) -> bool:
+    """Whether a run resumed at `step` had done its last step, final evaluation and model
+    before (a requeued job, launch/train_all.sh run again): doing them again would register a
+    second version of the same weights. Rank 0 reads the note; every rank follows it."""
+    if step < steps:
+        return False
+    note, done = out / FINISHED_NAME, None
+    if place.is_main and note.is_file():
+        try:
+            done = json.loads(note.read_text()).get("step")
+        except (OSError, ValueError):
+            done = None
+    if gather_objects(done)[0] != step:
+        return False
+    log.info("the run finished at step %d before (%s): nothing to do (more steps: a larger "
+             "--steps)", step, note)  # fmt: skip
+    return True
 
 
 class CheckpointError(Exception):

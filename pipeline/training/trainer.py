@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import errno
-import json
 import logging
 import shutil
 import time
@@ -26,8 +25,10 @@ from pipeline.runtime.checkpoint import (
     agreed_newest_checkpoint,
     checkpoint_path,
     find_checkpoint,
+    finished_before,
     generator_weights,
     load_checkpoint,
+    note_finished,
     save_checkpoint,
     set_aside_newer,
 )
@@ -43,10 +44,8 @@ from pipeline.training.config import TrainConfig
 from pipeline.training.meter import StepMeter
 from pipeline.training.schedule import learning_rate, lr_factor
 from pipeline.training.steps import SRGANModel
-from preprocess.atomic import write_json
 
 log = logging.getLogger("pipeline.train")
-FINISHED_NAME = "finished.json"  # in --out: the step a run finished at (evaluated, logged)
 
 
 class TrainingError(Exception):
@@ -305,7 +304,8 @@ class Trainer:
 
     def train(self, stop: StopRequest) -> str:
         cfg = self.cfg
-        if self.finished_before():
+        if self.resumed_step is not None and finished_before(cfg.out, self.step, cfg.steps,
+                                                             self.place):  # fmt: skip
             return "finished"
         self.start_tracking()
         global_batch = cfg.batch_size * self.place.world_size
@@ -379,24 +379,5 @@ class Trainer:
                                    registry_name(cfg.scale), tags)  # fmt: skip
         self.tracker.end("FINISHED")
         if self.place.is_main:
-            write_json(cfg.out / FINISHED_NAME, {"step": self.step, "mlflow_run_id": self.run_id,
-                                                 "val": final})  # fmt: skip
+            note_finished(cfg.out, self.step, self.run_id, final)
         return outcome
-
-    def finished_before(self) -> bool:
-        """Whether this resumed run had done its last step, final evaluation and model before
-        (a requeued job, launch/train_all.sh run again): doing them again would register a
-        second version of the same weights. Rank 0 reads the note; every rank follows it."""
-        if self.resumed_step is None or self.step < self.cfg.steps:
-            return False
-        note, step = self.cfg.out / FINISHED_NAME, None
-        if self.place.is_main and note.is_file():
-            try:
-                step = json.loads(note.read_text()).get("step")
-            except (OSError, ValueError):
-                step = None
-        if gather_objects(step)[0] != self.step:
-            return False
-        log.info("the run finished at step %d before (%s): nothing to do (more steps: a larger "
-                 "--steps)", self.step, note)  # fmt: skip
-        return True
