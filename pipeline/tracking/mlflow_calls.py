@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.runtime.checkpoint import CheckpointError, find_checkpoint, generator_from
+from pipeline.runtime.messages import first_line
 from pipeline.serving.mlflow_model import log_generator
 from pipeline.tracking.journal import Record
 
@@ -40,6 +41,29 @@ def next_batch(records: list[Record], start: int, stop: int) -> list[Record]:
         batch.append(record)
         values += len(record["data"])
     return batch
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether MLflow answered and said no (a 4xx other than a timeout or throttling: e.g. a
+    param logged again with another value, by a run resumed after the server was down at its
+    first start). Sending it again would fail the same way and hold back every later record."""
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(exc, MlflowException):
+        return False
+    status = exc.get_http_status_code()
+    return 400 <= status < 500 and status not in (408, 429)
+
+
+def send_or_skip(client: Any, run_id: str, batch: list[Record], run_dir: Path | None) -> None:
+    """send(), a batch that MLflow refuses skipped with a warning (it stays in the journal)."""
+    try:
+        send(client, run_id, batch, run_dir)
+    except Exception as exc:
+        if not refused(exc):
+            raise
+        log.warning("MLflow refused %d %s record(s), skipped (%s)", len(batch), batch[0]["kind"],
+                    first_line(exc))  # fmt: skip
 
 
 def send(client: Any, run_id: str, batch: list[Record], run_dir: Path | None = None) -> None:

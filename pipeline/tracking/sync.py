@@ -12,7 +12,7 @@ from pipeline.tracking.mlflow_calls import (
     artifact_location,
     mlflow_module,
     next_batch,
-    send,
+    send_or_skip,
 )
 
 
@@ -46,6 +46,6 @@ def sync(run_dir: Path, uri: str | None = None) -> int:
     journal.records, journal.sent = records, sent
     while journal.sent < len(records):
         batch = next_batch(records, journal.sent, len(records))
-        send(client, run_id, batch, run_dir)
+        send_or_skip(client, run_id, batch, run_dir)
         journal.mark_sent(journal.sent + len(batch))
     return len(records) - sent

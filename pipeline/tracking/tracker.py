@@ -29,7 +29,7 @@ from pipeline.tracking.mlflow_calls import (
     flatten,
     mlflow_module,
     next_batch,
-    send,
+    send_or_skip,
     start_run,
 )
 
@@ -59,6 +59,9 @@ class Tracker:
         self._wake = threading.Condition()
         self._stopping = False
         self._sender: threading.Thread | None = None
+        # the run is MLflow's active run in this thread (log_model needs one; a resumed run
+        # whose start failed has an id but none)
+        self._active = False
         if self.enabled:
             # Fail fast instead of MLflow's default minutes of retries: the sender retries.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -81,6 +84,7 @@ class Tracker:
         self.journal = Journal.open(self.folder, resume_step)
         try:
             self.run_id = start_run(self.uri, experiment, run_name, run_id, tags)
+            self._active = True
         except Exception as exc:  # noqa: BLE001 - tracking must never end a training run
             self.run_id = run_id
             log.warning(
@@ -130,7 +134,7 @@ class Tracker:
         `sync` does later."""
         if not self.enabled or self.journal is None:
             return
-        if self.run_id is not None:
+        if self._active:
             try:
                 log_generator(model, name, registered_name, version_tags)
                 return
@@ -219,7 +223,7 @@ class Tracker:
                     return
                 batch = next_batch(journal.records, journal.sent, self._sendable())
             try:
-                send(client, self.run_id, batch, run_dir)
+                send_or_skip(client, self.run_id, batch, run_dir)
             except Exception as exc:  # noqa: BLE001 - the server may come back
                 if failing_since is None:
                     failing_since = time.monotonic()

@@ -236,6 +236,44 @@ def test_a_model_registered_by_a_call_whose_reply_was_lost_is_not_registered_twi
     assert _status(tracker.uri, tracker.run_id) == "FINISHED"
 
 
+def test_a_record_mlflow_refuses_is_skipped_not_retried_before_everything_else(tmp_path, caplog):
+    # a run resumed after the server was down at its first start logs its params again, with
+    # another value (config.resume): refused, and retried forever it held back every metric
+    tracker = _tracker(tmp_path, end_timeout=20)
+    tracker.log_params({"resume": "None"})
+    tracker.log_params({"resume": "auto"})
+    tracker.log_metrics({"loss": 1.0}, 1)
+    with caplog.at_level(logging.WARNING, logger="pipeline.tracking"):
+        tracker.end("FINISHED")
+    assert any("MLflow refused 1 params record(s), skipped (Changing param values" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+    assert _history(tracker.uri, tracker.run_id) == [(1, 1.0)]
+    assert _status(tracker.uri, tracker.run_id) == "FINISHED"
+
+
+def test_a_resumed_run_whose_start_failed_logs_its_model_in_its_run(tmp_path, monkeypatch):
+    first = _tracker(tmp_path)
+    first.end("KILLED")
+    run_id = first.run_id
+
+    def down(*args, **kwargs):
+        raise ConnectionError("connection refused")
+
+    real = tracking.tracker.start_run
+    monkeypatch.setattr(tracking.tracker, "start_run", down)  # down at the resumed start only
+    resumed = _tracker(tmp_path, resume_step=1, run_id=run_id)
+    monkeypatch.setattr(tracking.tracker, "start_run", real)
+    generator = _checkpointed_generator(tmp_path)
+    resumed.log_model(generator, "generator", "srgan-celeba-x4", {"step": 1})
+    resumed.end("FINISHED")
+    client = mlflow.MlflowClient(tracking_uri=resumed.uri)
+    experiment = client.get_run(run_id).info.experiment_id
+    (model,) = client.search_logged_models(experiment_ids=[experiment])
+    assert model.source_run_id == run_id  # not a model of no run, in the Default experiment
+    (version,) = client.search_model_versions("name='srgan-celeba-x4'")
+    assert version.run_id == run_id
+
+
 def test_a_run_started_while_the_server_was_down_is_made_by_sync(tmp_path, caplog, capsys):
     with caplog.at_level(logging.WARNING, logger="pipeline.tracking"):
         tracker = _tracker(tmp_path, uri="http://127.0.0.1:9")  # nothing listens there
