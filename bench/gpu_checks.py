@@ -158,6 +158,34 @@ def batchnorm_statistics_span_ranks(device: torch.device, unsynced_batchnorm: bo
     )
 
 
+@cross_rank
+def batchnorm_compiles_whole_across_ranks(device: torch.device, unsynced_batchnorm: bool) -> str:
+    """A network holding the all-reduce BatchNorm compiles in one piece across ranks, with the
+    gradients of eager: its all-reduce once made dynamo give up on every module holding one
+    (multi-GPU runs stayed eager), and sums about the running mean, compiled, gave wrong
+    gradients (the backward read the running mean after the forward's update)."""
+    from torch._dynamo.utils import counters
+
+    def network() -> nn.Module:
+        torch.manual_seed(0)
+        layers = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.PReLU())
+        return (layers if unsynced_batchnorm else sync_batchnorm(layers)).to(device)
+
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(dist.get_rank()))
+    grads = []
+    for compiled in (False, True):
+        net = network()
+        run = torch.compile(net, backend="inductor" if device.type == "cuda" else "aot_eager")
+        counters.clear()
+        (run if compiled else net)(x.to(device)).square().mean().backward()
+        grads.append(net[0].weight.grad)
+    frames = dict(counters["frames"])
+    assert frames.get("total") == frames.get("ok") == 1, f"{type(net[1]).__name__}: {frames}"
+    diff = (grads[1] - grads[0]).abs().max().item()
+    assert diff < 1e-5, f"{type(net[1]).__name__}: max |grad diff| {diff:.1e} compiled vs eager"
+    return f"{type(net[1]).__name__}: 1 frame compiled, max |grad diff| {diff:.1e} vs eager"
+
+
 @check
 def allreduce_batchnorm_path_on_one_gpu_without_syncs(args: argparse.Namespace) -> str:
     """The all-reduce BatchNorm's distributed path on CUDA, in ONE process (the module is told

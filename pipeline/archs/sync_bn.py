@@ -1,18 +1,20 @@
 """Batch statistics over all ranks, so N processes train like one with the global batch.
 
-One implementation for gloo and NCCL: an autograd-aware all-reduce of per-channel sums. torch's
-SyncBatchNorm is not used even on CUDA: it refuses CPU tensors, and on CUDA it reads the
+One implementation for gloo and NCCL: an autograd-aware all-gather of per-channel statistics.
+torch's SyncBatchNorm is not used even on CUDA: it refuses CPU tensors, and on CUDA it reads the
 gathered counts back to the host in every forward (a mask over empty ranks, torch 2.14,
-pytorch issue 78656), which puts dozens of host-device syncs in every GAN step. The sums are
-taken around the running mean (the same on every rank), so E[x^2] - E[x]^2 does not cancel
-catastrophically when a channel's mean is large against its spread.
+pytorch issue 78656), which puts dozens of host-device syncs in every GAN step. Each rank's
+variance is taken about its own mean, so nothing cancels catastrophically when a channel's mean
+is large against its spread. (Sums about the running mean did that once, but compiled, the
+backward pass then read the running mean after the forward's update: wrong gradients; bench/
+gpu_checks.py's batchnorm_compiles_whole_across_ranks, run on 2 CPU ranks in CI.)
 """
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
+import torch.distributed._functional_collectives as funcol
 from torch import nn
 
 
@@ -24,21 +26,21 @@ class AllReduceBatchNorm2d(nn.BatchNorm2d):
         # statistics in fp32 at least (bf16/fp16 activations), in float64 when given float64
         x32 = x.to(torch.promote_types(x.dtype, torch.float32))
         shape = (1, channels, 1, 1)
-        centre = (
-            self.running_mean.detach().to(x32.dtype, copy=True).view(shape)
-            if self.running_mean is not None
-            else x32.new_zeros(shape)
-        )
-        shifted = x32 - centre
+        # each rank's mean and variance about its own mean (no cancellation), combined exactly
+        # over ranks (Chan et al.'s pairwise formula)
+        var_here, mean_here = torch.var_mean(x32, dim=(0, 2, 3), correction=0)
         count = x32.new_full((1,), x.numel() // channels)
-        local = torch.cat(
-            [shifted.sum(dim=(0, 2, 3)), (shifted * shifted).sum(dim=(0, 2, 3)), count]
-        )
-        total = dist_fn.all_reduce(local)
-        n = total[-1]
-        offset = total[:channels] / n
-        mean = centre.view(channels) + offset
-        var = total[channels : 2 * channels] / n - offset * offset
+        # all-gather with autograd from the functional collectives: torch.compile traces it
+        # (torch.distributed.nn's all_reduce made dynamo give up on every module holding a
+        # BatchNorm, so multi-GPU runs stayed eager)
+        gathered = funcol.all_gather_single_autograd(
+            torch.cat([mean_here, var_here, count]), 0, dist.group.WORLD
+        ).view(-1, 2 * channels + 1)  # a row per rank
+        means, variances = gathered[:, :channels], gathered[:, channels:-1]
+        counts = gathered[:, -1:]
+        n = counts.sum()
+        mean = (counts * means).sum(dim=0) / n
+        var = (counts * (variances + (means - mean) ** 2)).sum(dim=0) / n
         if self.track_running_stats:
             with torch.no_grad():
                 momentum = self.momentum if self.momentum is not None else 0.1
