@@ -2,13 +2,14 @@
 # Gather what bench/gpu_check.sh needs on a bare GPU machine into .gpu-check/ (git-ignored,
 # sent with the run via the device tool's `carry`; 64 MiB at most with the project; another
 # folder with GPU_CHECK_BUNDLE):
-#   wheels/  webdataset + braceexpand for Python 3.12 (the device image has torch,
+#   wheels/  webdataset, braceexpand and safetensors (the weights files: pipeline.train,
+#            evaluate and upscale import it) for Python 3.12 (the device image has torch,
 #            torchvision, pillow, click, numpy, pyyaml, tqdm, psutil, nvidia-ml-py)
 #   celeba/  train and val images of the shared CelebA sample (never the test split) and the
 #            official partition file
 # With RELEASE=1, for bench/gpu_release.sh: the test split too (the release scores on it after
 # training, never tunes on it), FSRNet's test faces in fsrnet/ (FSRNET=DIR, default the shared
-# copy) and the safetensors wheel the release's weights files need.
+# copy).
 # Not sent: MLflow (825 MB with its dependencies: tracking is off there, the trainer says so
 # once and goes on) and DALI (199 MB wheel, over one run's limit: bench/gpu_dali_parts.sh
 # sends it in parts over consecutive runs; without it DALI GPU decoding is reported as not
@@ -22,7 +23,7 @@ rm -rf "$dest"
 mkdir -p "$dest/wheels" "$dest/celeba/img_align_celeba"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux2014_x86_64 -d "$dest/wheels" \
-    webdataset==1.0.2 braceexpand==0.1.7 ${RELEASE:+safetensors==0.8.0} \
+    webdataset==1.0.2 braceexpand==0.1.7 safetensors==0.8.0 \
     2> >(grep -v "is ignored" >&2)
 cp "$celeba/list_eval_partition.txt" "$dest/celeba/"
 # demo faces stay labelled synthetic in the shards, MLflow and the numbers made from them

@@ -66,8 +66,11 @@ def trainer(args: argparse.Namespace, nproc: int, work: Path) -> tuple[float, fl
     if args.phase == "gan":  # the GAN phase starts from a generator: an untrained one will do
         init = ["--init", str(generator_checkpoint(args, work / "init.pt"))]
     log_every = max(args.steps // 6, 1)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "pipeline.train", "--data", str(args.data),
+    # one process without torchrun: torchrun puts its workers in a session of their own, which
+    # a time limit on this script (bench/gpu_check.sh's parts) would not stop
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd = [sys.executable, *(launcher if nproc > 1 else []), "-m", "pipeline.train",
+           "--data", str(args.data),
            "--scale", str(args.scale), "--phase", args.phase, "--steps", str(args.steps),
            "--batch-size", str(args.batch_size), "--blocks", str(args.blocks),
            "--channels", str(args.channels), "--d-channels", str(args.d_channels),

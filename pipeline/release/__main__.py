@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import click
-import mlflow
 
 from pipeline.cli import InputError, run_command, with_default
 from pipeline.release.build import (
@@ -183,6 +182,8 @@ def register(release: Path, tracking_uri: str | None) -> None:
     problems = check_release(release)
     if problems:
         raise InputError(problems[0])
+    import mlflow  # here: `build` runs where MLflow is not installed (bench/gpu_release.sh)
+
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=f"release {results['made']}"):
