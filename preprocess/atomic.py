@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -36,9 +37,15 @@ def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
 def sync_folder(folder: Path) -> None:
     """fsync a folder, so a rename into it survives a power loss (the file's own fsync does
     not cover its name; on ext4 and xfs the journal mostly does, on NFS and Lustre not)."""
-    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # a folder this process may not open: the write itself is done
     try:
         os.fsync(descriptor)
+    except OSError as exc:  # some FUSE and network file systems: no fsync of a folder
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.ENOSYS, errno.EBADF):
+            raise
     finally:
         os.close(descriptor)
 

@@ -9,6 +9,7 @@ writes only the rest, and the output is byte-identical to an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -183,6 +184,11 @@ def _only_job_in(out: Path) -> Iterator[None]:
             holder = handle.read().strip() or "unknown"
             raise CelebAError(f"{out}: another srgan-preprocess job is writing there (pid "
                               f"{holder}); wait for it or use another --out") from None  # fmt: skip
+        except OSError as exc:  # a file system without locks (Lustre without flock, NFS nolock)
+            if exc.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            log.warning("%s: no file locks here (%s); make sure no other job writes there", out,
+                        exc.strerror)  # fmt: skip
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")

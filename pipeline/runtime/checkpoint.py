@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from preprocess.atomic import atomic_open, write_json
 log = logging.getLogger(__name__)
 
 PATTERN = re.compile(r"^step-(\d{8})\.pt$")
+LAGGING_LISTING_S = 30.0  # how long a rank waits to see the checkpoint rank 0 chose
 FINISHED_NAME = "finished.json"  # in --out: the step a run finished at (evaluated, logged)
 
 
@@ -48,16 +50,22 @@ def list_checkpoints(directory: Path) -> list[Path]:
 
 def set_aside_newer(directory: Path, step: int) -> list[Path]:
     """Move the checkpoints of steps after `step` (a run resumed from an older one, or past a
-    torn newest file) into directory/set-aside/: pruning keeps the highest steps, and
-    --resume auto takes the highest, so left in place they would outlive this run's saves."""
+    torn newest file) into directory/set-aside/resumed-at-STEP/: pruning keeps the highest
+    steps, and --resume auto takes the highest, so left in place they would outlive this run's
+    saves."""
     newer = [p for p in list_checkpoints(directory) if int(PATTERN.match(p.name)[1]) > step]
     if not newer:
         return []
-    aside = directory / "set-aside"
-    aside.mkdir(exist_ok=True)
-    for path in newer:
-        path.replace(aside / path.name)
-    return [aside / path.name for path in newer]
+    aside = directory / "set-aside" / f"resumed-at-{step:08d}"
+    moved = []
+    try:
+        aside.mkdir(parents=True, exist_ok=True)
+        for path in newer:
+            path.replace(aside / path.name)
+            moved.append(aside / path.name)
+    except OSError as exc:  # rank 0 only: never a reason to stop the run
+        log.warning("could not set aside %s: %s", directory, exc)
+    return moved
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -89,11 +97,20 @@ def agreed_newest_checkpoint(
     if chosen is None:
         return None
     path, problem = Path(chosen), None
-    if found is None:
+    waited = 0.0
+    while found is None:
         try:
             found = path, load_checkpoint(path)
+        except FileNotFoundError:
+            if waited < LAGGING_LISTING_S:  # this node's view of the folder may lag
+                time.sleep(1.0)
+                waited += 1.0
+                continue
+            problem = f"{path}: rank {place.rank} does not see the checkpoint rank 0 chose"
+            break
         except Exception as exc:  # noqa: BLE001 - any unreadable file
             problem = f"{path}: rank {place.rank} cannot read the checkpoint rank 0 chose ({exc})"
+            break
     if (problem := first_problem(problem)) is not None:  # every rank, rank 0 too
         raise CheckpointError(problem)
     return found
@@ -108,9 +125,11 @@ def finished_before(out: Path, step: int, steps: int, place: ProcessPlace) -> bo
     """Whether a run resumed at `step` had done its last step, final evaluation and model
     before (a requeued job, launch/train_all.sh run again): doing them again would register a
     second version of the same weights. Rank 0 reads the note; every rank follows it."""
-    if step < steps:
-        return False
     note, done = out / FINISHED_NAME, None
+    if step < steps:
+        if place.is_main:  # steps to train: an earlier finish's note no longer holds
+            note.unlink(missing_ok=True)
+        return False
     if place.is_main and note.is_file():
         try:
             done = json.loads(note.read_text()).get("step")

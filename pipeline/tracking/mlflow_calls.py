@@ -17,6 +17,7 @@ from pipeline.serving.mlflow_model import log_generator
 from pipeline.tracking.journal import Record
 
 log = logging.getLogger(__name__)
+REFUSALS = ("INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS")  # MLflow's error codes
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # MLflow's log_batch takes at most 1000 metrics and 100 params per call.
@@ -44,15 +45,13 @@ def next_batch(records: list[Record], start: int, stop: int) -> list[Record]:
 
 
 def refused(exc: BaseException) -> bool:
-    """Whether MLflow answered and said no (a 4xx other than a timeout or throttling: e.g. a
-    param logged again with another value, by a run resumed after the server was down at its
-    first start). Sending it again would fail the same way and hold back every later record."""
+    """Whether MLflow answered that this record can never be taken: a value it holds already
+    and will not change (e.g. a param logged again with another value, by a run resumed after
+    the server was down at its first start). Sending it again would fail the same way and hold
+    back every later record. Other refusals (an expired token, a proxy's 4xx) are retried."""
     from mlflow.exceptions import MlflowException
 
-    if not isinstance(exc, MlflowException):
-        return False
-    status = exc.get_http_status_code()
-    return 400 <= status < 500 and status not in (408, 429)
+    return isinstance(exc, MlflowException) and exc.error_code in REFUSALS
 
 
 def send_or_skip(client: Any, run_id: str, batch: list[Record], run_dir: Path | None) -> None:

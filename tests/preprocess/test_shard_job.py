@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
+import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -346,3 +349,26 @@ def test_a_worker_that_dies_costs_its_image_not_the_job(small_root: Path, tmp_pa
     assert [r["file"].split("/")[-1] for r in manifest["rejected"]] == [victim]
     assert "worker process died" in manifest["rejected"][0]["reason"]
     assert manifest["images"]["written"] == 40 + 12 + 8 - 1
+
+
+def test_a_file_system_without_locks_or_folder_fsync_still_gets_its_shards(
+    small_root: Path, tmp_path, monkeypatch, caplog
+):
+    # Lustre without flock, NFS with nolock, FUSE without fsync of a folder: warned, not fatal
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    real_fsync = os.fsync
+
+    def no_folder_fsync(descriptor):
+        if stat.S_ISDIR(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(job_module.fcntl, "flock", no_locks)
+    monkeypatch.setattr(os, "fsync", no_folder_fsync)
+    job = ShardJob(small_root, tmp_path / "out", PRESETS["faces128"], Encoding(), 16, workers=1)
+    with caplog.at_level(logging.WARNING):
+        manifest = run_shard_job(job, progress=False)
+    assert manifest["images"]["written"] == 40 + 12 + 8
+    assert any("no file locks here (No locks available)" in r.getMessage() for r in caplog.records)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from pipeline.runtime import checkpoint
 from pipeline.runtime.checkpoint import (
     CheckpointError,
     agreed_newest_checkpoint,
+    finished_before,
     list_checkpoints,
+    note_finished,
     save_checkpoint,
     set_aside_newer,
 )
@@ -54,6 +58,21 @@ def test_a_chosen_file_one_rank_cannot_read_stops_every_rank(folder, monkeypatch
         agreed_newest_checkpoint(folder, RANK1)
 
 
+def test_a_rank_whose_view_of_the_folder_lags_waits_for_the_chosen_file(folder, monkeypatch):
+    late = folder / "step-00000006.pt"
+    _as_rank1(monkeypatch, str(late))
+    threading.Timer(1.5, save_checkpoint, (folder, 6, {"step": 6}, 3)).start()
+    path, state = agreed_newest_checkpoint(folder, RANK1)
+    assert path == late and state["step"] == 6
+
+
+def test_a_chosen_file_that_never_shows_up_stops_every_rank(folder, monkeypatch):
+    monkeypatch.setattr(checkpoint, "LAGGING_LISTING_S", 1.0)
+    _as_rank1(monkeypatch, str(folder / "step-00000008.pt"))
+    with pytest.raises(CheckpointError, match="rank 1 does not see the checkpoint rank 0 chose"):
+        agreed_newest_checkpoint(folder, RANK1)
+
+
 def test_alone_it_is_the_newest_readable(folder):
     (folder / "step-00000004.pt").write_bytes(b"torn")
     path, state = agreed_newest_checkpoint(folder, ProcessPlace(0, 0, 1))
@@ -67,5 +86,16 @@ def test_a_run_resumed_from_an_older_checkpoint_keeps_its_own_saves(tmp_path):
     assert [p.name for p in set_aside_newer(tmp_path, 4)] == ["step-00000006.pt"]
     save_checkpoint(tmp_path, 5, {"step": 5}, keep=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000004.pt", "step-00000005.pt"]
-    assert (tmp_path / "set-aside" / "step-00000006.pt").is_file()
+    assert (tmp_path / "set-aside" / "resumed-at-00000004" / "step-00000006.pt").is_file()
     assert set_aside_newer(tmp_path, 5) == []
+
+
+def test_a_finish_note_is_dropped_once_there_are_steps_to_train_again(tmp_path):
+    # finished at 10, resumed from an older checkpoint: killed during its final evaluation,
+    # a requeue at step 10 must evaluate and log that run's weights, not trust the old note
+    alone = ProcessPlace(0, 0, 1)
+    note_finished(tmp_path, 10, "run", {})
+    assert finished_before(tmp_path, 10, 10, alone)
+    assert not finished_before(tmp_path, 5, 10, alone)
+    assert not (tmp_path / "finished.json").exists()
+    assert not finished_before(tmp_path, 10, 10, alone)

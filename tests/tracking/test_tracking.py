@@ -251,6 +251,21 @@ def test_a_record_mlflow_refuses_is_skipped_not_retried_before_everything_else(t
     assert _status(tracker.uri, tracker.run_id) == "FINISHED"
 
 
+def test_only_a_value_mlflow_will_never_take_is_skipped():
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2 as codes
+
+    from pipeline.tracking.mlflow_calls import refused
+
+    assert refused(MlflowException("changed", error_code=codes.INVALID_PARAMETER_VALUE))
+    # an expired token, a reset server: retried
+    others = ("PERMISSION_DENIED", "UNAUTHENTICATED", "RESOURCE_DOES_NOT_EXIST")
+    for code in others:
+        error = MlflowException("no", error_code=getattr(codes, code))
+        assert 400 <= error.get_http_status_code() < 500 and not refused(error), code
+    assert not refused(ConnectionError("refused"))
+
+
 def test_a_resumed_run_whose_start_failed_logs_its_model_in_its_run(tmp_path, monkeypatch):
     first = _tracker(tmp_path)
     first.end("KILLED")

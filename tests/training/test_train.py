@@ -412,7 +412,8 @@ def test_a_torn_checkpoint_is_skipped(shards_faces128, tmp_path):
     assert "resumed from" in result.stderr and "step-00000002.pt at step 2" in result.stderr
     assert (out / "checkpoints" / "step-00000006.pt").is_file()
     assert "1 checkpoints of later steps than 2 (step-00000004.pt) moved to" in result.stderr
-    assert len((out / "checkpoints" / "set-aside" / "step-00000004.pt").read_bytes()) == 1000
+    torn = out / "checkpoints" / "set-aside" / "resumed-at-00000002" / "step-00000004.pt"
+    assert len(torn.read_bytes()) == 1000
 
 
 @pytest.mark.integration
