@@ -9,7 +9,7 @@
 #
 # Environment (defaults): OUT (runs/quickstart), PRESET (faces128), DEMO_COUNT (1000),
 # PRETRAIN_STEPS (150), GAN_STEPS (10), BATCH_SIZE (16), GAN_BATCH_SIZE (8), BLOCKS (4),
-# CHANNELS (32), D_CHANNELS (16),
+# CHANNELS (32), D_CHANNELS (16), SCALES ("4 8"),
 # VGG_WEIGHTS (the torch hub cache), NPROC (1: processes per phase; launch/train_all.sh).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
