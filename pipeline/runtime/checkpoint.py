@@ -122,9 +122,10 @@ def note_finished(out: Path, step: int, run_id: str | None, val: dict[str, float
 
 
 def finished_before(out: Path, step: int, steps: int, place: ProcessPlace) -> bool:
-    """Whether a run resumed at `step` had done its last step, final evaluation and model
-    before (a requeued job, launch/train_all.sh run again): doing them again would register a
-    second version of the same weights. Rank 0 reads the note; every rank follows it."""
+    """Whether a run at `step` (resumed, or 0) had done its last step, final evaluation and
+    model before (a requeued job, launch/train_all.sh run again): doing them again would
+    register a second version of the same weights. Rank 0 reads the note; every rank follows
+    it. A run with steps to train drops the note (a fresh or older start in the same --out)."""
     note, done = out / FINISHED_NAME, None
     if step < steps:
         if place.is_main:  # steps to train: an earlier finish's note no longer holds

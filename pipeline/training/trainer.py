@@ -304,8 +304,7 @@ class Trainer:
 
     def train(self, stop: StopRequest) -> str:
         cfg = self.cfg
-        if self.resumed_step is not None and finished_before(cfg.out, self.step, cfg.steps,
-                                                             self.place):  # fmt: skip
+        if finished_before(cfg.out, self.step, cfg.steps, self.place):
             return "finished"
         self.start_tracking()
         global_batch = cfg.batch_size * self.place.world_size

@@ -99,3 +99,6 @@ def test_a_finish_note_is_dropped_once_there_are_steps_to_train_again(tmp_path):
     assert not finished_before(tmp_path, 5, 10, alone)
     assert not (tmp_path / "finished.json").exists()
     assert not finished_before(tmp_path, 10, 10, alone)
+    note_finished(tmp_path, 10, "run", {})
+    assert not finished_before(tmp_path, 0, 10, alone)  # a fresh start in the same folder
+    assert not (tmp_path / "finished.json").exists()
