@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,23 +87,39 @@ def newest_valid_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | No
 def agreed_newest_checkpoint(
     directory: Path, place: ProcessPlace
 ) -> tuple[Path, dict[str, Any]] | None:
-    """The newest readable checkpoint as rank 0 sees it, loaded by every rank (None: none).
+    """The newest readable checkpoint in `directory` as rank 0 sees it, loaded by every rank
+    (None: none). One rank picks: on a shared file system another node may list the folder
+    before rank 0's newest file shows up there, and ranks resumed from different steps would go
+    on as one run with different weights."""
+    return agreed_choice(lambda: newest_valid_checkpoint(directory), place)
 
-    One rank picks: on a shared file system another node may list the folder before rank 0's
-    newest file shows up there, and ranks resumed from different steps would go on as one run
-    with different weights. A rank that cannot read the chosen file stops every rank.
+
+def agreed_choice(
+    pick: Callable[[], tuple[Path, dict[str, Any]] | None], place: ProcessPlace
+) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint rank 0's `pick` chose (its path and state, or None), loaded by every rank.
+
+    A CheckpointError of the pick, a rank that cannot read the chosen file, or one that does
+    not see it within LAGGING_LISTING_S (its node's view of the folder may lag) stops every
+    rank with that one line, rank 0 too: no rank goes on alone into a collective.
     """
-    found = newest_valid_checkpoint(directory) if place.is_main else None
+    found, problem = None, None
+    if place.is_main:
+        try:
+            found = pick()
+        except CheckpointError as exc:
+            problem = str(exc)
+    if (problem := first_problem(problem)) is not None:
+        raise CheckpointError(problem)
     chosen = gather_objects(None if found is None else str(found[0]))[0]
     if chosen is None:
         return None
-    path, problem = Path(chosen), None
-    waited = 0.0
+    path, waited = Path(chosen), 0.0
     while found is None:
         try:
             found = path, load_checkpoint(path)
         except FileNotFoundError:
-            if waited < LAGGING_LISTING_S:  # this node's view of the folder may lag
+            if waited < LAGGING_LISTING_S:
                 time.sleep(1.0)
                 waited += 1.0
                 continue

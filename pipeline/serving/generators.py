@@ -22,11 +22,12 @@ from torch import nn
 from pipeline.archs import to_uint8
 from pipeline.runtime.checkpoint import (
     CheckpointError,
+    agreed_choice,
     find_checkpoint,
     generator_from,
     generator_weights,
 )
-from pipeline.runtime.distributed import ProcessPlace, first_problem, gather_objects
+from pipeline.runtime.distributed import ProcessPlace, first_problem
 from pipeline.runtime.messages import first_line
 from pipeline.runtime.precision import autocast
 from pipeline.serving.generator_file import (
@@ -84,24 +85,14 @@ def load_generator(
         return Generator(model.to(device), model.scale, str(source), int(meta.get("step", 0)),
                          meta.get("phase"), meta.get("weights", "ema"))  # fmt: skip
     path = Path(source)
-    found, state = agreed_checkpoint(path, place) if place is not None else find_checkpoint(path)
+    if place is None:
+        found, state = find_checkpoint(path)
+    else:  # a run folder's newest can change while it trains: rank 0 picks for every rank
+        found, state = agreed_choice(lambda: find_checkpoint(path), place)  # type: ignore[misc]
     model = generator_from(state, found, which)
     return Generator(model.to(device), model.scale, str(found), int(state.get("step", 0)),
                      state.get("config", {}).get("phase"),
                      generator_weights(state["model"], which)[1])  # fmt: skip
-
-
-def agreed_checkpoint(given: Path, place: ProcessPlace) -> tuple[Path, dict]:
-    """Rank 0 picks the file and every rank loads that one; a problem stops every rank."""
-    found, problem = None, None
-    if place.is_main:
-        try:
-            found = find_checkpoint(given)[0]
-        except CheckpointError as exc:
-            problem = str(exc)
-    if (problem := first_problem(problem)) is not None:
-        raise CheckpointError(problem)
-    return find_checkpoint(gather_objects(found)[0])
 
 
 def tile_boxes(size: int, tile: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:

@@ -102,3 +102,13 @@ def test_a_finish_note_is_dropped_once_there_are_steps_to_train_again(tmp_path):
     note_finished(tmp_path, 10, "run", {})
     assert not finished_before(tmp_path, 0, 10, alone)  # a fresh start in the same folder
     assert not (tmp_path / "finished.json").exists()
+
+
+def test_rank_0s_failed_pick_stops_every_rank_with_its_line(folder, monkeypatch):
+    # upscale/evaluate on several ranks naming a folder rank 0 finds empty: rank 1 never picks
+    # itself, it gets rank 0's line and stops too (no rank left waiting in a collective)
+    _as_rank1(monkeypatch, None, problems=("run/: checkpoint folder holds no readable checkpoint",))
+    picked = []
+    with pytest.raises(CheckpointError, match="holds no readable checkpoint"):
+        checkpoint.agreed_choice(lambda: picked.append(1), RANK1)
+    assert picked == []
