@@ -1,0 +1,73 @@
+"""bench/noise_scale.py: the paper's estimator recovers a known noise scale, and the script
+measures a generator on real shards."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import PROJECT_ROOT
+
+spec = importlib.util.spec_from_file_location("noise_scale", PROJECT_ROOT / "bench/noise_scale.py")
+noise_scale = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+sys.modules["noise_scale"] = noise_scale  # its dataclass looks its module up there
+spec.loader.exec_module(noise_scale)  # type: ignore[union-attr]
+
+
+def test_the_estimator_recovers_the_true_gradient_and_the_noise_from_expected_norms():
+    # E|G_b|^2 = |G|^2 + tr(Sigma) / b: from these expectations the estimates are exact
+    true_sq, trace = 0.5, 40.0
+    small_sq = [true_sq + trace / 16] * 3
+    big_sq = [true_sq + trace / 128] * 3
+    found = noise_scale.estimate(small_sq, big_sq, 16, 128)
+    assert found.true_gradient_sq == pytest.approx(true_sq)
+    assert found.trace_sigma == pytest.approx(trace)
+    assert found.batch == pytest.approx(80.0)
+    with pytest.raises(ValueError, match="must exceed"):
+        noise_scale.estimate(small_sq, big_sq, 16, 16)
+
+
+def test_the_estimator_on_sampled_gradients_finds_their_noise_scale():
+    # per-sample gradients G + N(0, s^2 I) in d dimensions: B_noise = d s^2 / |G|^2 = 64
+    generator = torch.Generator().manual_seed(0)
+    d, s, small, big = 256, 0.5, 4, 32
+    true = torch.full((d,), (d * s**2 / 64 / d) ** 0.5, dtype=torch.float64)
+    small_sq, big_sq = [], []
+    for _ in range(400):
+        samples = true + s * torch.randn(big, d, generator=generator, dtype=torch.float64)
+        micro = samples.view(big // small, small, d).mean(1)
+        small_sq.append(float(micro.square().sum(1).mean()))
+        big_sq.append(float(micro.mean(0).square().sum()))
+    assert noise_scale.estimate(small_sq, big_sq, small, big).batch == pytest.approx(64, rel=0.15)
+
+
+def test_images_needed_grow_with_the_batch_beyond_the_noise_scale():
+    assert noise_scale.images_relative(16, 16, 10.0) == pytest.approx(1.0)
+    assert noise_scale.images_relative(256, 16, 16.0) == pytest.approx(17 / 2)
+    assert noise_scale.images_relative(256, 16, float("inf")) == pytest.approx(1.0)
+
+
+@pytest.mark.system
+def test_noise_scale_bench_measures_a_generator_and_names_a_missing_model(shards_faces128,
+                                                                         tmp_path):  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "bench/noise_scale.py", "--data", str(shards_faces128),
+         "--fresh", "1,8", "--draws", "2", "--micro-batch", "2", "--micro-batches", "3",
+         "--threads", "1"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = re.search(r"^fresh B1 C8 x4: B_noise (\S+) \(halves (\S+) / (\S+)\); \|G\|\^2 (\S+), "
+                     r"tr\(Sigma\) (\S+); .*batch 256 x(\S+); 2 draws of 3 x 2 in", result.stdout,
+                     re.MULTILINE)  # fmt: skip
+    assert line, result.stdout
+    noise, trace = float(line[1]), float(line[5])
+    assert trace > 0 and noise != 0, result.stdout
+    bad = subprocess.run([sys.executable, "bench/noise_scale.py", "--data", str(shards_faces128),
+                          "--model", str(tmp_path / "nothing")],
+                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad.returncode == 2 and "nothing" in bad.stderr.strip().splitlines()[-1], bad.stderr
