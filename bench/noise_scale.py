@@ -29,6 +29,7 @@ optimizer is on), a released `.safetensors` (its averaged weights), or `--fresh 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -107,25 +108,50 @@ def endless(loader):
         yield from loader
 
 
+def costs(noise: float) -> str:
+    return ", ".join(f"batch {b} x{images_relative(b, COMPARED[0], noise):.2f}"
+                     for b in COMPARED[1:])  # fmt: skip
+
+
+LINE = re.compile(r"step (\d+), \w+\): B_noise .*?\|G\|\^2 (\S+), tr\(Sigma\) (\S+);")
+
+
+def combine(logs: list[Path], first: int, last: int) -> str:
+    """One noise scale for a stretch of a run from this script's lines for its checkpoints:
+    the ratio of |G|^2's and tr(Sigma)'s averages over them (the paper's running averages over
+    steps; one checkpoint's |G|^2 moves 40x between neighbours 128 steps apart)."""
+    found = [(int(m[1]), float(m[2].rstrip(",")), float(m[3])) for log in logs
+             for m in LINE.finditer(log.read_text()) if first <= int(m[1]) <= last]  # fmt: skip
+    if not found:
+        raise ValueError(
+            f"no checkpoint line of steps {first}-{last} in {', '.join(map(str, logs))}"
+        )
+    true_sq = sum(f[1] for f in found) / len(found)
+    trace = sum(f[2] for f in found) / len(found)
+    noise = NoiseScale(true_sq, trace).batch
+    steps = " ".join(str(f[0]) for f in sorted(found))
+    return (f"steps {steps}: B_noise {noise:.1f} (|G|^2 {true_sq:.4g}, tr(Sigma) {trace:.4g} "
+            f"averaged over {len(found)} checkpoints); images to the same loss against batch "
+            f"{COMPARED[0]}: {costs(noise)}")  # fmt: skip
+
+
 def describe(name: str, small_sq: list[float], big_sq: list[float], small: int, big: int,
              seconds: float) -> str:  # fmt: skip
     whole = estimate(small_sq, big_sq, small, big)
     half = len(small_sq) // 2
     parts = [(small_sq[:half], big_sq[:half]), (small_sq[half:], big_sq[half:])] if half else []
     halves = [estimate(s, b, small, big).batch for s, b in parts]
-    costs = ", ".join(f"batch {b} x{images_relative(b, COMPARED[0], whole.batch):.2f}"
-                      for b in COMPARED[1:])  # fmt: skip
     return (
         f"{name}: B_noise {whole.batch:.1f} (halves {' / '.join(f'{h:.1f}' for h in halves)}); "
         f"|G|^2 {whole.true_gradient_sq:.4g}, tr(Sigma) {whole.trace_sigma:.4g}; images to "
-        f"the same loss against batch {COMPARED[0]}: {costs}; {len(small_sq)} draws of "
-        f"{big // small} x {small} in {seconds:.0f} s"
+        f"the same loss against batch {COMPARED[0]}: {costs(whole.batch)}; "
+        f"{len(small_sq)} draws of {big // small} x {small} in {seconds:.0f} s"
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="srgan-preprocess shards")
+    parser.add_argument("--data", type=Path, help="srgan-preprocess shards")
     parser.add_argument(
         "--model",
         action="append",
@@ -145,7 +171,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--micro-batches", type=int, default=8)
     parser.add_argument("--draws", type=int, default=24)
     parser.add_argument("--threads", type=int, default=2, help="loader worker processes")
+    parser.add_argument(
+        "--combine",
+        type=Path,
+        nargs="+",
+        metavar="LOG",
+        help="no measuring: one B_noise from earlier output's checkpoint lines",
+    )
+    parser.add_argument(
+        "--steps",
+        default="0-999999999",
+        metavar="FIRST-LAST",
+        help="with --combine: the checkpoints' steps to average over",
+    )
     args = parser.parse_args(argv)
+    if args.combine:
+        try:
+            first, last = (int(v) for v in args.steps.split("-"))
+            print(combine(args.combine, first, last))
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
+        return
+    if args.data is None:
+        parser.error("--data is required (the shards to draw training faces from)")
     if not args.model and not args.fresh:
         parser.error("name at least one --model or --fresh")
     if args.micro_batches < 2 or args.draws < 1:

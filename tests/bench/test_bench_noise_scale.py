@@ -51,6 +51,25 @@ def test_images_needed_grow_with_the_batch_beyond_the_noise_scale():
     assert noise_scale.images_relative(256, 16, float("inf")) == pytest.approx(1.0)
 
 
+def test_checkpoints_of_a_stretch_are_combined_as_the_ratio_of_their_averages(tmp_path):
+    log = tmp_path / "noise.log"
+    log.write_text(
+        "run/step-00000100.pt (step 100, raw): B_noise 10.0 (halves 9.0 / 11.0); |G|^2 0.04, "
+        "tr(Sigma) 0.4; images ...\n"
+        "run/step-00000200.pt (step 200, raw): B_noise 100.0 (halves 90.0 / 110.0); |G|^2 0.002, "
+        "tr(Sigma) 0.2; images ...\n"
+        "fresh B4 C32 x4: B_noise 1.5 (halves 1.3 / 1.6); |G|^2 2.4, tr(Sigma) 3.5; images ...\n"
+        "run/step-00000300.pt (step 300, raw): B_noise inf (halves inf / inf); |G|^2 -0.001, "
+        "tr(Sigma) 0.1; images ...\n"
+    )
+    line = noise_scale.combine([log], 100, 200)
+    # (0.4 + 0.2) / 2 over (0.04 + 0.002) / 2, not the mean of 10 and 100
+    assert line.startswith(f"steps 100 200: B_noise {0.3 / 0.021:.1f} "), line
+    assert "batch 256 x" in line
+    with pytest.raises(ValueError, match="no checkpoint line of steps 400-500"):
+        noise_scale.combine([log], 400, 500)
+
+
 @pytest.mark.system
 def test_noise_scale_bench_measures_a_generator_and_names_a_missing_model(shards_faces128,
                                                                          tmp_path):  # fmt: skip
