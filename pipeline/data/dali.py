@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from pipeline.data.config import Batch, EpochPosition, LoaderConfig
+from pipeline.data.config import Batch, EpochPosition, LoaderConfig, epoch_shard
 from pipeline.data.shardset import SplitShards
 from pipeline.runtime.distributed import ProcessPlace
 
@@ -34,8 +34,15 @@ def use_gpu_decoding(requested: str) -> bool:
 
 
 def _pipeline(
-    cfg: LoaderConfig, shards: SplitShards, place: ProcessPlace, gpu: bool, checkpoint: str | None
+    cfg: LoaderConfig,
+    shards: SplitShards,
+    place: ProcessPlace,
+    gpu: bool,
+    checkpoint: str | None,
+    first_epoch: int = 0,
 ) -> Any:
+    """`first_epoch`: the epoch a reader without a checkpoint starts in (a run resumed on other
+    ranks or at another batch): its shard, and a shuffle seed of its own."""
     from nvidia.dali import fn, pipeline_def, types
 
     @pipeline_def(
@@ -43,7 +50,7 @@ def _pipeline(
         num_threads=cfg.threads,
         device_id=place.local_rank if gpu else None,
         prefetch_queue_depth=cfg.prefetch,
-        seed=cfg.seed * 100_003 + place.rank,
+        seed=(cfg.seed * 100_003 + place.rank + first_epoch * 1_000_003) % 2**31,
         enable_checkpointing=True,
     )
     def sr_pipeline():  # type: ignore[no-untyped-def]
@@ -52,7 +59,7 @@ def _pipeline(
             index_paths=[str(p) for p in shards.indexes],
             ext=[shards.hr_component, shards.lr_component],
             missing_component_behavior="error",
-            shard_id=place.rank,
+            shard_id=epoch_shard(place.rank, first_epoch, place.world_size),
             num_shards=place.world_size,
             random_shuffle=cfg.shuffle,
             initial_fill=cfg.initial_fill,
@@ -112,11 +119,11 @@ class DaliLoader(EpochPosition):
         )
         self._iterator = self._make_iterator(checkpoint=None)
 
-    def _make_iterator(self, checkpoint: str | None) -> Any:
+    def _make_iterator(self, checkpoint: str | None, first_epoch: int = 0) -> Any:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
         names = ["lr", "hr", "info"] if self.cfg.with_keys else ["lr", "hr"]
-        pipe = _pipeline(self.cfg, self.shards, self.place, self.gpu, checkpoint)
+        pipe = _pipeline(self.cfg, self.shards, self.place, self.gpu, checkpoint, first_epoch)
         # Every batch of the padded shard comes out, so each epoch is read to its end; training
         # keeps only the first len(self) (__iter__). DALI's DROP policy can leave a batch of
         # padding unread, which became the next epoch's first batch: one face repeated, the
@@ -172,4 +179,15 @@ class DaliLoader(EpochPosition):
         if state.get("backend") != self.backend:
             raise ValueError(f"loader state is from the {state.get('backend')} loader, not DALI")
         self._iterator = self._make_iterator(checkpoint=state["dali"])
-        self.move_to(state["epoch"], state["batch"])
+        EpochPosition.move_to(self, state["epoch"], state["batch"])
+
+    def move_to(self, epoch: int, batch: int) -> None:
+        """Without DALI's checkpoint (a run resumed on other ranks or at another batch): a new
+        reader at that epoch's start, reading the shard the rank reads then, so the resumed run
+        neither replays epoch 0's order nor leaves the reference loader's. DALI cannot skip
+        into an epoch without its checkpoint."""
+        EpochPosition.move_to(self, epoch, batch)
+        if self.batch_in_epoch:
+            raise ValueError(f"DALI moves to an epoch's start without its checkpoint, not to "
+                             f"batch {self.batch_in_epoch} of epoch {self.epoch}")  # fmt: skip
+        self._iterator = self._make_iterator(checkpoint=None, first_epoch=self.epoch)

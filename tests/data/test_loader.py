@@ -104,6 +104,25 @@ def test_ranks_split_like_dali_and_the_range_moves_each_epoch(
     assert orders["dali"] == orders["reference"]
 
 
+@pytest.mark.parametrize("backend", ["dali", "reference"])
+def test_moved_to_a_later_epoch_without_a_saved_reader_it_reads_that_epochs_range(
+    shards_faces128, backend
+):
+    # a run resumed on other ranks (or at another batch) has no reader state to restore: the
+    # trainer moves the new loader to the next epoch's start, and it must read that epoch's
+    # range, as an uninterrupted run on these ranks would (DALI used to replay epoch 0's)
+    places = [ProcessPlace(r, 0, 3) for r in range(3)]
+    fixed = {"shuffle": False, "flip": False, "batch_size": 3, "backend": backend}
+    first = [keys_of(epoch(loader(shards_faces128, p, **fixed))) for p in places]
+    moved = loader(shards_faces128, places[0], **fixed)
+    moved.move_to(2, 0)
+    assert keys_of(epoch(moved)) == first[2] and moved.epoch == 3
+    shuffled = loader(shards_faces128, places[0], backend=backend, batch_size=3)
+    shuffled.move_to(2, 0)
+    # shuffled, the full batches hold some of the range's faces: none of the other ranges'
+    assert not set(keys_of(epoch(shuffled))) & (set(first[0]) | set(first[1]))
+
+
 def test_flip_mirrors_lr_and_hr_together(shards_faces128):
     plain = epoch(loader(shards_faces128, shuffle=False, flip=False))
     flipped = epoch(loader(shards_faces128, shuffle=False, flip=True))
