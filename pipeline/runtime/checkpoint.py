@@ -18,6 +18,7 @@ import torch
 
 from pipeline.archs import SRResNet
 from pipeline.runtime.distributed import ProcessPlace, first_problem, gather_objects
+from pipeline.runtime.messages import first_line
 from preprocess.atomic import atomic_open, write_json
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,8 @@ def agreed_choice(
             found = pick()
         except CheckpointError as exc:
             problem = str(exc)
+        except OSError as exc:  # a folder that cannot be listed, say
+            problem = first_line(exc)
     if (problem := first_problem(problem)) is not None:
         raise CheckpointError(problem)
     chosen = gather_objects(None if found is None else str(found[0]))[0]

@@ -88,7 +88,10 @@ def load_generator(
     if place is None:
         found, state = find_checkpoint(path)
     else:  # a run folder's newest can change while it trains: rank 0 picks for every rank
-        found, state = agreed_choice(lambda: find_checkpoint(path), place)  # type: ignore[misc]
+        chosen = agreed_choice(lambda: find_checkpoint(path), place)
+        if chosen is None:  # find_checkpoint raises rather than finding nothing
+            raise CheckpointError(f"{path}: no checkpoint")
+        found, state = chosen
     model = generator_from(state, found, which)
     return Generator(model.to(device), model.scale, str(found), int(state.get("step", 0)),
                      state.get("config", {}).get("phase"),

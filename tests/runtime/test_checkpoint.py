@@ -9,6 +9,7 @@ import pytest
 from pipeline.runtime import checkpoint
 from pipeline.runtime.checkpoint import (
     CheckpointError,
+    agreed_choice,
     agreed_newest_checkpoint,
     finished_before,
     list_checkpoints,
@@ -110,5 +111,32 @@ def test_rank_0s_failed_pick_stops_every_rank_with_its_line(folder, monkeypatch)
     _as_rank1(monkeypatch, None, problems=("run/: checkpoint folder holds no readable checkpoint",))
     picked = []
     with pytest.raises(CheckpointError, match="holds no readable checkpoint"):
-        checkpoint.agreed_choice(lambda: picked.append(1), RANK1)
+        agreed_choice(lambda: picked.append(1), RANK1)
     assert picked == []
+
+
+FAILED_PICKS = [
+    CheckpointError("run/: holds no readable checkpoint"),
+    PermissionError(13, "Permission denied", "run/checkpoints"),  # a folder it cannot list
+]
+
+
+@pytest.mark.parametrize("error", FAILED_PICKS)
+def test_rank_0s_pick_that_fails_is_sent_to_every_rank_not_raised_alone(monkeypatch, error):
+    # rank 0 must hand its problem to the collective the other ranks wait in, then stop with it
+    sent = []
+
+    def first_problem(problem):
+        sent.append(problem)
+        return problem
+
+    monkeypatch.setattr(checkpoint, "first_problem", first_problem)
+
+    def pick():
+        raise error
+
+    with pytest.raises(CheckpointError) as raised:
+        agreed_choice(pick, ProcessPlace(0, 0, 2))
+    assert sent == [str(raised.value)] and (
+        "no readable" in sent[0] or "run/checkpoints" in sent[0]
+    )
