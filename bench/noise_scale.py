@@ -58,11 +58,28 @@ class NoiseScale:
     trace_sigma: float  # tr(Sigma), per sample
 
     @property
+    def resolved(self) -> bool:
+        """Both estimates positive: otherwise the draws did not separate the true gradient
+        from the noise (|G|^2 <= 0: the noise swamps it, as at a run's annealed end), and no
+        ratio means anything."""
+        return self.true_gradient_sq > 0 and self.trace_sigma > 0
+
+    @property
     def batch(self) -> float:
-        """B_noise; inf where |G|^2 is estimated <= 0 (the noise swamps the signal)."""
-        if self.true_gradient_sq <= 0:
-            return float("inf")
-        return self.trace_sigma / self.true_gradient_sq
+        """B_noise (nan where not resolved)."""
+        return self.trace_sigma / self.true_gradient_sq if self.resolved else float("nan")
+
+    def summary(self) -> str:
+        """B_noise and what it predicts, or why there is nothing to predict."""
+        if not self.resolved:
+            return (f"B_noise unresolved (|G|^2 {self.true_gradient_sq:.4g}, tr(Sigma) "
+                    f"{self.trace_sigma:.4g}: an estimate <= 0, the gradient lost in the noise; "
+                    "more draws or a larger --micro-batches)")  # fmt: skip
+        costs = ", ".join(f"batch {b} x{images_relative(b, COMPARED[0], self.batch):.2f}"
+                          for b in COMPARED[1:])  # fmt: skip
+        return (f"B_noise {self.batch:.1f} (|G|^2 {self.true_gradient_sq:.4g}, tr(Sigma) "
+                f"{self.trace_sigma:.4g}); images to the same loss against batch {COMPARED[0]}: "
+                f"{costs}")  # fmt: skip
 
 
 def estimate(small_sq: list[float], big_sq: list[float], small: int, big: int) -> NoiseScale:
@@ -84,9 +101,11 @@ def flat_gradient(model: nn.Module) -> torch.Tensor:
                       if p.grad is not None])  # fmt: skip
 
 
-def measure(model: nn.Module, batches, micro_batches: int, draws: int,
-            device: torch.device) -> tuple[list[float], list[float]]:  # fmt: skip
-    """Per draw: mean |g_i|^2 over the micro-batches and |mean g_i|^2."""
+def measure(model: nn.Module, batches, micro_batches: int, draws: int, device: torch.device,
+            loss: str = "mse") -> tuple[list[float], list[float]]:  # fmt: skip
+    """Per draw: mean |g_i|^2 over the micro-batches and |mean g_i|^2. The model is left as it
+    came (its BatchNorm statistics, no gradients, eval mode)."""
+    kept = {name: value.clone() for name, value in model.state_dict().items()}
     model.train()
     small_sq, big_sq = [], []
     for _ in range(draws):
@@ -94,12 +113,15 @@ def measure(model: nn.Module, batches, micro_batches: int, draws: int,
         for _ in range(micro_batches):
             batch = next(batches)
             model.zero_grad(set_to_none=True)
-            pixel_loss(model(batch.lr.to(device)), batch.hr.to(device)).backward()
+            pixel_loss(model(batch.lr.to(device)), batch.hr.to(device), loss).backward()
             g = flat_gradient(model)
             squares += float(g.square().sum())
             total = g if total is None else total + g
         small_sq.append(squares / micro_batches)
         big_sq.append(float((total / micro_batches).square().sum()))
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(kept)
+    model.eval()
     return small_sq, big_sq
 
 
@@ -108,45 +130,41 @@ def endless(loader):
         yield from loader
 
 
-def costs(noise: float) -> str:
-    return ", ".join(f"batch {b} x{images_relative(b, COMPARED[0], noise):.2f}"
-                     for b in COMPARED[1:])  # fmt: skip
-
-
-LINE = re.compile(r"step (\d+), \w+\): B_noise .*?\|G\|\^2 (\S+), tr\(Sigma\) (\S+);")
+NUMBER = r"([-+\d.eE]+|nan|inf)"
+LINE = re.compile(rf"^(.+?) \(step (\d+), \w+\): B_noise .*?"
+                  rf"\|G\|\^2 {NUMBER}, tr\(Sigma\) {NUMBER}", re.M)  # fmt: skip
 
 
 def combine(logs: list[Path], first: int, last: int) -> str:
     """One noise scale for a stretch of a run from this script's lines for its checkpoints:
     the ratio of |G|^2's and tr(Sigma)'s averages over them (the paper's running averages over
     steps; one checkpoint's |G|^2 moves 40x between neighbours 128 steps apart)."""
-    found = [(int(m[1]), float(m[2].rstrip(",")), float(m[3])) for log in logs
-             for m in LINE.finditer(log.read_text()) if first <= int(m[1]) <= last]  # fmt: skip
+    found: dict[tuple[str, int], tuple[float, float]] = {}
+    for log in logs:
+        for m in LINE.finditer(log.read_text()):
+            if first <= int(m[2]) <= last:
+                if (key := (m[1], int(m[2]))) in found:
+                    raise ValueError(f"{log}: {m[1]} (step {m[2]}) measured twice in the logs")
+                found[key] = float(m[3]), float(m[4])
     if not found:
         raise ValueError(
             f"no checkpoint line of steps {first}-{last} in {', '.join(map(str, logs))}"
         )
-    true_sq = sum(f[1] for f in found) / len(found)
-    trace = sum(f[2] for f in found) / len(found)
-    noise = NoiseScale(true_sq, trace).batch
-    steps = " ".join(str(f[0]) for f in sorted(found))
-    return (f"steps {steps}: B_noise {noise:.1f} (|G|^2 {true_sq:.4g}, tr(Sigma) {trace:.4g} "
-            f"averaged over {len(found)} checkpoints); images to the same loss against batch "
-            f"{COMPARED[0]}: {costs(noise)}")  # fmt: skip
+    true_sq = sum(f[0] for f in found.values()) / len(found)
+    trace = sum(f[1] for f in found.values()) / len(found)
+    steps = " ".join(str(step) for _, step in sorted(found, key=lambda k: k[1]))
+    return (f"steps {steps}, {len(found)} checkpoints averaged: "
+            f"{NoiseScale(true_sq, trace).summary()}")  # fmt: skip
 
 
 def describe(name: str, small_sq: list[float], big_sq: list[float], small: int, big: int,
              seconds: float) -> str:  # fmt: skip
-    whole = estimate(small_sq, big_sq, small, big)
     half = len(small_sq) // 2
     parts = [(small_sq[:half], big_sq[:half]), (small_sq[half:], big_sq[half:])] if half else []
     halves = [estimate(s, b, small, big).batch for s, b in parts]
-    return (
-        f"{name}: B_noise {whole.batch:.1f} (halves {' / '.join(f'{h:.1f}' for h in halves)}); "
-        f"|G|^2 {whole.true_gradient_sq:.4g}, tr(Sigma) {whole.trace_sigma:.4g}; images to "
-        f"the same loss against batch {COMPARED[0]}: {costs(whole.batch)}; "
-        f"{len(small_sq)} draws of {big // small} x {small} in {seconds:.0f} s"
-    )
+    return (f"{name}: {estimate(small_sq, big_sq, small, big).summary()}; halves of the draws: "
+            f"{' / '.join(f'{h:.1f}' for h in halves)}; {len(small_sq)} draws of "
+            f"{big // small} x {small} in {seconds:.0f} s")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -171,6 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--micro-batches", type=int, default=8)
     parser.add_argument("--draws", type=int, default=24)
     parser.add_argument("--threads", type=int, default=2, help="loader worker processes")
+    parser.add_argument(
+        "--pixel-loss",
+        choices=["mse", "l1"],
+        default="mse",
+        help="the loss whose gradient is measured (the run's --pixel-loss)",
+    )
     parser.add_argument(
         "--combine",
         type=Path,
@@ -224,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
                            threads=args.threads)  # fmt: skip
         started = time.perf_counter()
         small_sq, big_sq = measure(model, endless(build_loader(cfg)), args.micro_batches,
-                                   args.draws, device)  # fmt: skip
+                                   args.draws, device, args.pixel_loss)  # fmt: skip
         print(describe(name, small_sq, big_sq, args.micro_batch, big,
                        time.perf_counter() - started), flush=True)  # fmt: skip
 

@@ -49,25 +49,39 @@ def test_images_needed_grow_with_the_batch_beyond_the_noise_scale():
     assert noise_scale.images_relative(16, 16, 10.0) == pytest.approx(1.0)
     assert noise_scale.images_relative(256, 16, 16.0) == pytest.approx(17 / 2)
     assert noise_scale.images_relative(256, 16, float("inf")) == pytest.approx(1.0)
+    unresolved = noise_scale.NoiseScale(-0.001, 0.2)
+    assert not unresolved.resolved and "unresolved" in unresolved.summary()
+    assert "batch 256" not in unresolved.summary()  # no cost predicted from a meaningless ratio
+
+
+def _line(name: str, true_sq: float, trace: float, small: int = 16, big: int = 256) -> str:
+    """What the script prints for a checkpoint whose draws give these two estimates."""
+    small_sq, big_sq = [true_sq + trace / small] * 2, [true_sq + trace / big] * 2
+    return noise_scale.describe(name, small_sq, big_sq, small, big, 1.0) + "\n"
 
 
 def test_checkpoints_of_a_stretch_are_combined_as_the_ratio_of_their_averages(tmp_path):
     log = tmp_path / "noise.log"
     log.write_text(
-        "run/step-00000100.pt (step 100, raw): B_noise 10.0 (halves 9.0 / 11.0); |G|^2 0.04, "
-        "tr(Sigma) 0.4; images ...\n"
-        "run/step-00000200.pt (step 200, raw): B_noise 100.0 (halves 90.0 / 110.0); |G|^2 0.002, "
-        "tr(Sigma) 0.2; images ...\n"
-        "fresh B4 C32 x4: B_noise 1.5 (halves 1.3 / 1.6); |G|^2 2.4, tr(Sigma) 3.5; images ...\n"
-        "run/step-00000300.pt (step 300, raw): B_noise inf (halves inf / inf); |G|^2 -0.001, "
-        "tr(Sigma) 0.1; images ...\n"
+        _line("run/step-00000100.pt (step 100, raw)", 0.04, 0.4)
+        + _line("run/step-00000200.pt (step 200, raw)", 0.002, 0.2)
+        + _line("fresh B4 C32 x4", 2.4, 3.5)  # not a checkpoint of the run
+        + _line("run/step-00000300.pt (step 300, raw)", -0.001, 0.1)
     )
+    assert "step-00000300.pt (step 300, raw): B_noise unresolved" in log.read_text()
     line = noise_scale.combine([log], 100, 200)
     # (0.4 + 0.2) / 2 over (0.04 + 0.002) / 2, not the mean of 10 and 100
-    assert line.startswith(f"steps 100 200: B_noise {0.3 / 0.021:.1f} "), line
-    assert "batch 256 x" in line
+    assert line.startswith(f"steps 100 200, 2 checkpoints averaged: B_noise {0.3 / 0.021:.1f} ")
+    assert f"batch 256 x{(1 + 256 * 0.07) / (1 + 16 * 0.07):.2f}" in line, line
+    # an unresolved checkpoint's estimates still count: they are unbiased, only their ratio is not
+    assert noise_scale.combine([log], 100, 300).startswith(
+        f"steps 100 200 300, 3 checkpoints averaged: B_noise {0.7 / 3 / (0.041 / 3):.1f} "
+    )
+    assert "unresolved" in noise_scale.combine([log], 300, 300)
     with pytest.raises(ValueError, match="no checkpoint line of steps 400-500"):
         noise_scale.combine([log], 400, 500)
+    with pytest.raises(ValueError, match=r"step-00000100\.pt \(step 100\) measured twice"):
+        noise_scale.combine([log, log], 100, 200)
 
 
 @pytest.mark.system
@@ -80,12 +94,12 @@ def test_noise_scale_bench_measures_a_generator_and_names_a_missing_model(shards
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    line = re.search(r"^fresh B1 C8 x4: B_noise (\S+) \(halves (\S+) / (\S+)\); \|G\|\^2 (\S+), "
-                     r"tr\(Sigma\) (\S+); .*batch 256 x(\S+); 2 draws of 3 x 2 in", result.stdout,
-                     re.MULTILINE)  # fmt: skip
+    line = re.search(r"^fresh B1 C8 x4: B_noise (\S+) \(\|G\|\^2 (\S+), tr\(Sigma\) (\S+)\); "
+                     r".*batch 256 x(\S+); halves of the draws: \S+ / \S+; 2 draws of 3 x 2 in",
+                     result.stdout, re.MULTILINE)  # fmt: skip
     assert line, result.stdout
-    noise, trace = float(line[1]), float(line[5])
-    assert trace > 0 and noise != 0, result.stdout
+    noise, true_sq, trace = float(line[1]), float(line[2]), float(line[3])
+    assert noise == pytest.approx(trace / true_sq, rel=0.01), result.stdout
     bad = subprocess.run([sys.executable, "bench/noise_scale.py", "--data", str(shards_faces128),
                           "--model", str(tmp_path / "nothing")],
                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
