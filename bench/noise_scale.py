@@ -9,7 +9,7 @@ and on the CPU calibration batches of 64 and 256 lost (docs/RECIPE.md). McCandli
 measurable number, the simple noise scale B_noise = tr(Sigma) / |G|^2 (per-sample gradient
 variance over the squared true gradient): to reach a given loss, batch B needs
 E_min * (1 + B / B_noise) images and S_min * (1 + B_noise / B) steps. A batch well above B_noise
-wastes images, one well below it wastes steps; B_noise grows as training lowers the loss.
+wastes images, one well below it wastes steps; the paper finds B_noise growing as the loss falls.
 
 How: for each model, `--draws` times, `--micro-batches` batches of `--micro-batch` training
 faces (the pretrain loss, pixel MSE, on the run's own shards and loader, flips on, BatchNorm in
