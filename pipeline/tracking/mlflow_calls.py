@@ -54,15 +54,30 @@ def refused(exc: BaseException) -> bool:
     return isinstance(exc, MlflowException) and exc.error_code in REFUSALS
 
 
+def unmakeable_model(exc: BaseException, kind: str) -> bool:
+    """Whether a model record failed here, not at MLflow: its generator could not be built or
+    exported (neither an MLflow error nor a network one). Retrying cannot mend that, and retried
+    it held back the run's end record until the end timeout, reported as MLflow unreachable."""
+    from mlflow.exceptions import MlflowException
+
+    return kind == "model" and not isinstance(exc, MlflowException | OSError)
+
+
 def send_or_skip(client: Any, run_id: str, batch: list[Record], run_dir: Path | None) -> None:
-    """send(), a batch that MLflow refuses skipped with a warning (it stays in the journal)."""
+    """send(), a batch that MLflow refuses or a model that cannot be made here skipped with a
+    warning (it stays in the journal)."""
     try:
         send(client, run_id, batch, run_dir)
     except Exception as exc:
-        if not refused(exc):
+        kind = batch[0]["kind"]
+        if refused(exc):
+            log.warning("MLflow refused %d %s record(s), skipped (%s)", len(batch), kind,
+                        first_line(exc))  # fmt: skip
+        elif unmakeable_model(exc, kind):
+            log.warning("MLflow: the model could not be made from the run's checkpoint, so it "
+                        "is not logged (%s: %s)", type(exc).__name__, first_line(exc))  # fmt: skip
+        else:
             raise
-        log.warning("MLflow refused %d %s record(s), skipped (%s)", len(batch), batch[0]["kind"],
-                    first_line(exc))  # fmt: skip
 
 
 def send(client: Any, run_id: str, batch: list[Record], run_dir: Path | None = None) -> None:

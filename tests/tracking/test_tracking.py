@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 
 import mlflow
@@ -249,6 +250,41 @@ def test_a_record_mlflow_refuses_is_skipped_not_retried_before_everything_else(t
                for r in caplog.records)  # fmt: skip
     assert _history(tracker.uri, tracker.run_id) == [(1, 1.0)]
     assert _status(tracker.uri, tracker.run_id) == "FINISHED"
+
+
+def test_a_model_that_cannot_be_made_does_not_hold_the_runs_end(tmp_path, monkeypatch, caplog):
+    # an export that fails in this process fails the same way at every retry: it used to hold
+    # the end record back for the whole end timeout, reported as "MLflow unreachable"
+    tracker = _tracker(tmp_path, end_timeout=30)
+    generator = _checkpointed_generator(tmp_path)
+
+    def broken_export(*args, **kwargs):
+        raise TypeError("cannot trace this module")
+
+    monkeypatch.setattr(tracking.tracker, "log_generator", broken_export)
+    monkeypatch.setattr(tracking.mlflow_calls, "log_generator", broken_export)
+    tracker.log_metrics({"loss": 1.0}, 1)
+    tracker.log_model(generator, "generator", "srgan-celeba-x4", {"step": 1})
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="pipeline.tracking"):
+        tracker.end("FINISHED")
+    assert time.monotonic() - started < 15
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("could not be made" in m and "cannot trace this module" in m for m in messages)
+    assert not any("unreachable" in m for m in messages), messages
+    assert _status(tracker.uri, tracker.run_id) == "FINISHED"
+    assert _history(tracker.uri, tracker.run_id) == [(1, 1.0)]
+
+
+def test_a_model_failing_at_mlflow_or_on_the_network_is_retried():
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.tracking.mlflow_calls import unmakeable_model
+
+    assert unmakeable_model(TypeError("cannot trace"), "model")
+    assert not unmakeable_model(MlflowException("server error"), "model")
+    assert not unmakeable_model(ConnectionError("refused"), "model")  # requests' are OSErrors
+    assert not unmakeable_model(TypeError("a bug"), "metrics")  # only a model is made here
 
 
 def test_only_a_value_mlflow_will_never_take_is_skipped():
