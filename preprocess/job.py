@@ -223,22 +223,14 @@ def _write_shards(job: ShardJob, source: ImageSource, plan: Plan, progress: bool
 
     records: dict[str, dict] = {}
     pending: list[ShardPlan] = []
-    retried = 0
     for shard in plan.shards:
         record = _shard_is_complete(job.out, shard)
-        if record is not None and any(r["reason"] == WORKER_DIED for r in record["rejected"]):
-            # the kernel may have killed the worker for another process's memory: a worker's
-            # death says nothing sure about the image, so a rerun makes its shard again
-            record, retried = None, retried + 1
         if record is None:
             pending.append(shard)
         else:
             records[shard.tar] = record
     if records:
         log.info("resuming: %d of %d shards already complete", len(records), len(plan.shards))
-    if retried:
-        log.info("making %d shards again: an earlier run lost a worker on one of their images",
-                 retried)  # fmt: skip
 
     names = [name for shard in pending for name in shard.names]
     started = time.perf_counter()
