@@ -130,9 +130,10 @@ class EpochPosition:
         self.batch_in_epoch = 0
         self._batches = self._count()
 
-    def _count(self) -> int:
+    def _count(self, epoch: int | None = None) -> int:
+        """Batches in `epoch` (the current one by default)."""
         cfg, samples, world_size, where = self._count_args
-        shard = epoch_shard(self._rank, self.epoch, world_size)
+        shard = epoch_shard(self._rank, self.epoch if epoch is None else epoch, world_size)
         return epoch_batches(cfg, samples, world_size, where, shard)
 
     def __len__(self) -> int:

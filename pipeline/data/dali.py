@@ -117,6 +117,7 @@ class DaliLoader(EpochPosition):
             cfg.batch_size,
             "GPU (nvJPEG)" if self.gpu else "CPU",
         )
+        self._first_epoch = 0
         self._iterator = self._make_iterator(checkpoint=None)
 
     def _make_iterator(self, checkpoint: str | None, first_epoch: int = 0) -> Any:
@@ -173,12 +174,16 @@ class DaliLoader(EpochPosition):
             "epoch": self.epoch,
             "batch": self.batch_in_epoch,
             "dali": self._iterator.checkpoints()[0],
+            # DALI's checkpoint counts epochs from its reader's start: where that start was
+            "dali_first_epoch": self._first_epoch,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("backend") != self.backend:
             raise ValueError(f"loader state is from the {state.get('backend')} loader, not DALI")
-        self._iterator = self._make_iterator(checkpoint=state["dali"])
+        self._first_epoch = state.get("dali_first_epoch", 0)  # 0: checkpoints made before it
+        self._iterator = None  # one pipeline at a time: the old one's buffers go first
+        self._iterator = self._make_iterator(state["dali"], self._first_epoch)
         EpochPosition.move_to(self, state["epoch"], state["batch"])
 
     def move_to(self, epoch: int, batch: int) -> None:
@@ -186,8 +191,10 @@ class DaliLoader(EpochPosition):
         reader at that epoch's start, reading the shard the rank reads then, so the resumed run
         neither replays epoch 0's order nor leaves the reference loader's. DALI cannot skip
         into an epoch without its checkpoint."""
-        EpochPosition.move_to(self, epoch, batch)
-        if self.batch_in_epoch:
+        if 0 < batch < self._count(epoch):  # checked before anything moves
             raise ValueError(f"DALI moves to an epoch's start without its checkpoint, not to "
-                             f"batch {self.batch_in_epoch} of epoch {self.epoch}")  # fmt: skip
+                             f"batch {batch} of epoch {epoch}")  # fmt: skip
+        EpochPosition.move_to(self, epoch, batch)
+        self._first_epoch = self.epoch
+        self._iterator = None  # one pipeline at a time: the old one's buffers go first
         self._iterator = self._make_iterator(checkpoint=None, first_epoch=self.epoch)

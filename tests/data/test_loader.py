@@ -121,6 +121,12 @@ def test_moved_to_a_later_epoch_without_a_saved_reader_it_reads_that_epochs_rang
     shuffled.move_to(2, 0)
     # shuffled, the full batches hold some of the range's faces: none of the other ranges'
     assert not set(keys_of(epoch(shuffled))) & (set(first[0]) | set(first[1]))
+    # and resumed again later from its own checkpoint, still where an uninterrupted run is
+    # (DALI's checkpoint counts epochs from the moved reader's start)
+    state = moved.state_dict()
+    again = loader(shards_faces128, places[0], **fixed)
+    again.load_state_dict(state)
+    assert keys_of(epoch(again)) == keys_of(epoch(moved)) == first[0]  # epoch 3: range 0
 
 
 def test_flip_mirrors_lr_and_hr_together(shards_faces128):
