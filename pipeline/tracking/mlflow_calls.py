@@ -6,10 +6,13 @@ mlflow itself is imported on first use (it takes seconds to import, and ranks ot
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from pipeline.runtime.checkpoint import CheckpointError, find_checkpoint, generator_from
 from pipeline.runtime.messages import first_line
@@ -54,18 +57,15 @@ def refused(exc: BaseException) -> bool:
     return isinstance(exc, MlflowException) and exc.error_code in REFUSALS
 
 
-def unmakeable_model(exc: BaseException, kind: str) -> bool:
-    """Whether a model record failed here, not at MLflow: its generator could not be built or
-    exported (neither an MLflow error nor a network one). Retrying cannot mend that, and retried
-    it held back the run's end record until the end timeout, reported as MLflow unreachable."""
-    from mlflow.exceptions import MlflowException
-
-    return kind == "model" and not isinstance(exc, MlflowException | OSError)
+class UnmakeableModel(Exception):
+    """The run's checkpoint gives no generator that runs and pickles here (checked before
+    anything is sent): retrying cannot mend that, and retried it held back the run's end
+    record until the end timeout, reported as MLflow unreachable."""
 
 
 def send_or_skip(client: Any, run_id: str, batch: list[Record], run_dir: Path | None) -> None:
     """send(), a batch that MLflow refuses or a model that cannot be made here skipped with a
-    warning (it stays in the journal)."""
+    warning (the journal file keeps it; it counts as sent, so `sync` does not retry it)."""
     try:
         send(client, run_id, batch, run_dir)
     except Exception as exc:
@@ -73,9 +73,8 @@ def send_or_skip(client: Any, run_id: str, batch: list[Record], run_dir: Path | 
         if refused(exc):
             log.warning("MLflow refused %d %s record(s), skipped (%s)", len(batch), kind,
                         first_line(exc))  # fmt: skip
-        elif unmakeable_model(exc, kind):
-            log.warning("MLflow: the model could not be made from the run's checkpoint, so it "
-                        "is not logged (%s: %s)", type(exc).__name__, first_line(exc))  # fmt: skip
+        elif isinstance(exc, UnmakeableModel):
+            log.warning("MLflow: the model is not logged: %s", exc)
         else:
             raise
 
@@ -166,8 +165,24 @@ def log_newest_generator(client: Any, run_id: str, run_dir: Path, record: Record
     with mlflow_module().start_run(run_id=run_id):
         # the weights the run evaluated, as its live call would have logged them
         which = state.get("config", {}).get("eval_weights", "ema")
-        log_generator(generator_from(state, path, which), record["name"],
+        log_generator(makeable_generator(state, path, which), record["name"],
                       record.get("registered_name"), tags)  # fmt: skip
+
+
+def makeable_generator(state: dict[str, Any], path: Path, which: str) -> Any:
+    """The checkpoint's generator, checked to do here what MLflow will do with it (run on an
+    example, pickle), so that a failure of this process is told from one of MLflow's."""
+    import cloudpickle  # MLflow's pickler, installed with it
+
+    try:
+        generator = generator_from(state, path, which)
+        with torch.no_grad():
+            generator(torch.zeros(1, 3, 8, 8))
+        torch.save(generator, io.BytesIO(), pickle_module=cloudpickle)
+    except Exception as exc:  # whatever breaks it here breaks it at every retry
+        raise UnmakeableModel(f"{path}: no loggable generator ({type(exc).__name__}: "
+                              f"{first_line(exc)})") from exc  # fmt: skip
+    return generator
 
 
 def _registered_already(client: Any, registered: str, run_id: str, tags: dict[str, Any]) -> bool:

@@ -252,17 +252,24 @@ def test_a_record_mlflow_refuses_is_skipped_not_retried_before_everything_else(t
     assert _status(tracker.uri, tracker.run_id) == "FINISHED"
 
 
+class _Unrunnable(torch.nn.Module):
+    """A generator as a broken export or a bad checkpoint may give: it does not run."""
+
+    def forward(self, lr):
+        raise TypeError("cannot run this module")
+
+
 def test_a_model_that_cannot_be_made_does_not_hold_the_runs_end(tmp_path, monkeypatch, caplog):
-    # an export that fails in this process fails the same way at every retry: it used to hold
-    # the end record back for the whole end timeout, reported as "MLflow unreachable"
+    # a generator that fails here fails the same way at every retry: it used to hold the end
+    # record back for the whole end timeout, reported as "MLflow unreachable"
     tracker = _tracker(tmp_path, end_timeout=30)
     generator = _checkpointed_generator(tmp_path)
 
-    def broken_export(*args, **kwargs):
-        raise TypeError("cannot trace this module")
+    def down(*args, **kwargs):
+        raise ConnectionError("read timed out")  # the live call: MLflow did not answer
 
-    monkeypatch.setattr(tracking.tracker, "log_generator", broken_export)
-    monkeypatch.setattr(tracking.mlflow_calls, "log_generator", broken_export)
+    monkeypatch.setattr(tracking.tracker, "log_generator", down)
+    monkeypatch.setattr(tracking.mlflow_calls, "generator_from", lambda *a: _Unrunnable())
     tracker.log_metrics({"loss": 1.0}, 1)
     tracker.log_model(generator, "generator", "srgan-celeba-x4", {"step": 1})
     started = time.monotonic()
@@ -270,21 +277,41 @@ def test_a_model_that_cannot_be_made_does_not_hold_the_runs_end(tmp_path, monkey
         tracker.end("FINISHED")
     assert time.monotonic() - started < 15
     messages = [r.getMessage() for r in caplog.records]
-    assert any("could not be made" in m and "cannot trace this module" in m for m in messages)
+    assert any("no loggable generator (TypeError: cannot run this module)" in m
+               for m in messages), messages  # fmt: skip
     assert not any("unreachable" in m for m in messages), messages
     assert _status(tracker.uri, tracker.run_id) == "FINISHED"
     assert _history(tracker.uri, tracker.run_id) == [(1, 1.0)]
 
 
-def test_a_model_failing_at_mlflow_or_on_the_network_is_retried():
-    from mlflow.exceptions import MlflowException
+def test_a_model_failing_at_mlflow_is_retried_not_skipped(tmp_path, monkeypatch):
+    # anything MLflow or its artifact store raises (an S3 client's own errors are neither
+    # MlflowException nor OSError) is retried: only the local check can skip a model
+    from pipeline.tracking.mlflow_calls import send_or_skip
 
-    from pipeline.tracking.mlflow_calls import unmakeable_model
+    _checkpointed_generator(tmp_path)
 
-    assert unmakeable_model(TypeError("cannot trace"), "model")
-    assert not unmakeable_model(MlflowException("server error"), "model")
-    assert not unmakeable_model(ConnectionError("refused"), "model")  # requests' are OSErrors
-    assert not unmakeable_model(TypeError("a bug"), "metrics")  # only a model is made here
+    class StoreError(Exception):
+        pass
+
+    def store_down(*args, **kwargs):
+        raise StoreError("upload failed")
+
+    monkeypatch.setattr(tracking.mlflow_calls, "log_generator", store_down)
+    monkeypatch.setattr(tracking.mlflow_calls, "_registered_already", lambda *a: False)
+    monkeypatch.setattr(tracking.mlflow_calls, "mlflow_module", lambda: _NoRun())
+    record = {"kind": "model", "name": "generator", "registered_name": None, "version_tags": {}}
+    with pytest.raises(StoreError):
+        send_or_skip(None, "run", [record], tmp_path / "run")
+
+
+class _NoRun:
+    """mlflow with start_run as a no-op context."""
+
+    def start_run(self, **kwargs):
+        import contextlib
+
+        return contextlib.nullcontext()
 
 
 def test_only_a_value_mlflow_will_never_take_is_skipped():
