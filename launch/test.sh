@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run the whole test suite, every tier (plain `pytest` runs only the fast
-# one, see pyproject.toml); extra arguments go to pytest.
+# one, see pyproject.toml), on two pytest-xdist workers: a serial run leaves about half of a
+# 2-core machine idle, and tests/xdist_scheduling.py keeps the SLURM tests on one worker. Extra
+# arguments go to pytest (`-n 0` runs it in one process).
 #
 # The tests also drive system programs from Debian, installed here when missing: a one-node
 # SLURM (slurm-wlm, munge; tests/slurm_cluster.py starts and stops the daemons) and headless
@@ -12,4 +14,4 @@ bash "$root/launch/setup.sh"
 bash "$root/launch/apt_install.sh" slurm-wlm munge chromium chromium-driver
 
 cd "$root"
-exec .venv/bin/python -m pytest -q -m "" "$@"
+exec .venv/bin/python -m pytest -q -m "" -n 2 --dist loadgroup "$@"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import xdist_scheduling
 
 from preprocess import demo_faces
 from preprocess.celeba import IMAGES_DIR, PARTITION_FILE, SYNTHETIC_MARKER, read_partition
@@ -116,8 +117,18 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(sample_header(sample_choice()))  # just above the closing line
 
 
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own choice
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadgroup` (launch/test.sh) keeps the SLURM tests on one worker."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    return xdist_scheduling.make_scheduler(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip, with a reason that -ra prints, the tests of facts only the real CelebA has."""
+    """Refuse a SLURM test that xdist would not keep with the others; skip, with a reason that
+    -ra prints, the tests of facts only the real CelebA has."""
+    xdist_scheduling.check_slurm_tests_are_listed(items)
     choice = sample_choice()
     if choice.real:
         return

@@ -126,10 +126,11 @@ def test_a_hung_rank_times_out_with_its_name_and_the_restarted_job_finishes(
     os.kill(victim.pid, signal.SIGSTOP)  # alive but silent: no error reaches rank 0
     started = time.monotonic()
     _, stderr = launcher.communicate(timeout=600)
+    (tmp_path / "train.err").write_text(stderr)  # for a look after the test
     assert launcher.returncode == 0, stderr[-4000:]
     error = re.search(r"\[rank 0\] pipeline.train: error: (.+) at step \d+ timed out after 10 s "
                       r"waiting for the other ranks; (.+)", stderr)  # fmt: skip
-    assert error, stderr[-4000:]
+    assert error, "\n".join(line for line in stderr.splitlines() if "error" in line)[-4000:]
     assert error[2].startswith("rank(s) 1 did not answer a barrier"), error[2]
     assert "resumed from" in stderr and time.monotonic() - started < 300
     assert "already in MLflow" not in stderr
@@ -209,9 +210,13 @@ def test_an_mlflow_server_stopped_for_10_s_mid_run_ends_up_with_everything(
         )  # fmt: skip
         _wait_for_logged_step(out, 30, launcher)
         server.stop()
-        down_at = last_logged_step(out)
-        time.sleep(10)
-        assert launcher.poll() is None and last_logged_step(out) > down_at + 10  # trained on
+        down_at, stopped = last_logged_step(out), time.monotonic()
+        # down for 10 s and 10 steps at least, however slowly a loaded machine trains: it
+        # trains on meanwhile
+        while time.monotonic() - stopped < 10 or last_logged_step(out) <= down_at + 10:
+            assert launcher.poll() is None, launcher.stderr.read()[-3000:]
+            assert time.monotonic() - stopped < 300, "no 10 steps trained in 300 s"
+            time.sleep(0.1)
         server.start()
         _, stderr = launcher.communicate(timeout=600)
         (tmp_path / "train.err").write_text(stderr)  # for a look after the test
