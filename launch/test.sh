@@ -14,4 +14,5 @@ bash "$root/launch/setup.sh"
 bash "$root/launch/apt_install.sh" slurm-wlm munge chromium chromium-driver
 
 cd "$root"
-exec .venv/bin/python -m pytest -q -m "" -n 2 --dist loadgroup "$@"
+# --max-worker-restart 0: a crashed worker ends the run (its SLURM daemons would outlive it)
+exec .venv/bin/python -m pytest -q -m "" -n 2 --dist loadgroup --max-worker-restart 0 "$@"

@@ -119,9 +119,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own choice
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """`--dist loadgroup` (launch/test.sh) keeps the SLURM tests on one worker."""
-    if config.getvalue("dist") != "loadgroup":
-        return None
+    """Whatever `--dist` says, the SLURM tests stay on one worker (tests/xdist_scheduling.py)."""
     return xdist_scheduling.make_scheduler(config, log)
 
 

@@ -44,9 +44,16 @@ def check_slurm_tests_are_listed(items: Iterable[pytest.Item]) -> None:
 
 
 def make_scheduler(config: pytest.Config, log):
-    """xdist's loadgroup scheduling with `scope_of` as the grouping. Its default reordering
+    """xdist's loadgroup scheduling with `scope_of` as the grouping, for any `--dist` that
+    spreads tests over workers (`-n 2` alone means `load`; the others would split the SLURM
+    tests too); `each` would run them on every worker, and is refused. The default reordering
     (the unit of most tests first) starts the SLURM and release units, the longest, at once."""
     from xdist.scheduler import LoadGroupScheduling
+
+    if config.getvalue("dist") == "each":
+        raise pytest.UsageError(
+            "--dist each would start SLURM on every worker at once: use --dist loadgroup"
+        )
 
     class SlurmTestsOnOneWorker(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
