@@ -118,7 +118,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own choice
-def pytest_xdist_make_scheduler(config: pytest.Config, log):
+def pytest_xdist_make_scheduler(config: pytest.Config, log: xdist_scheduling.Producer):
     """Whatever `--dist` says, the SLURM tests stay on one worker (tests/xdist_scheduling.py)."""
     return xdist_scheduling.make_scheduler(config, log)
 

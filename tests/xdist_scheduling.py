@@ -12,8 +12,13 @@ named by file here, and `check_slurm_tests_are_listed` keeps the SLURM list true
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:  # xdist is imported only when a run has workers
+    from xdist.remote import Producer
+    from xdist.scheduler import LoadGroupScheduling
 
 # Session fixtures that start SLURM daemons, and the test files that may use them.
 SLURM_FIXTURES = frozenset({"slurm", "slurm_nodes", "slurm_recipe"})
@@ -43,7 +48,7 @@ def check_slurm_tests_are_listed(items: Iterable[pytest.Item]) -> None:
             )
 
 
-def make_scheduler(config: pytest.Config, log):
+def make_scheduler(config: pytest.Config, log: Producer) -> LoadGroupScheduling:
     """xdist's loadgroup scheduling with `scope_of` as the grouping, for any `--dist` that
     spreads tests over workers (`-n 2` alone means `load`; the others would split the SLURM
     tests too); `each` would run them on every worker, and is refused. The default reordering
