@@ -162,8 +162,11 @@ def main() -> None:
     print(f"{flops / 1e9:.2f} GFLOP per image per step; peak {peak / 1e9:.1f} GFLOP/s "
           f"({peak_label(device, args.precision)} matmul, measured)")  # fmt: skip
 
+    mfus: list[float] = []
+
     def mfu(images_per_s: float, processes: int = 1) -> str:
-        return f"MFU {images_per_s * flops / (processes * peak):6.1%}"
+        mfus.append(images_per_s * flops / (processes * peak))
+        return f"MFU {mfus[-1]:6.1%}"
 
     bare = bare_loop(cfg, hr_size, args.steps)
     print(f"{'bare loop, 1 process':34} {bare:9.2f} img/s   {mfu(bare)}")
@@ -177,6 +180,9 @@ def main() -> None:
     feed = None if args.skip_loader else loader_alone(args)
     if feed is not None:
         print(f"{'loader alone (training settings)':34} {feed:9.1f} img/s")
+    if max(mfus) > 1:
+        print("MFU above 100%: other work shared the device while the peak was timed; "
+              "rerun on an idle one")  # fmt: skip
     one = results.get(1)
     if one:
         print(f"\ntrainer / bare loop (1 process): {one / bare:.3f}   (target >= 0.90)")

@@ -186,7 +186,11 @@ def _check_trainer_table(out: str, phase: str) -> None:
     for ips, mfu in rows.values():
         low = (ips - d_ips) * (flops - d_flops) / (peak + d_peak)
         high = (ips + d_ips) * (flops + d_flops) / (peak - d_peak)
-        assert 0 < mfu <= 1 and low - 0.0005 <= mfu <= high + 0.0005, (mfu, low, high)
+        assert mfu > 0 and low - 0.0005 <= mfu <= high + 0.0005, (mfu, low, high)
+    # on a shared device (this suite runs on two workers) the peak can still be timed low
+    highest = max(mfu for _, mfu in rows.values())
+    if abs(highest - 1) > 0.0005:  # a printed 100.0% may be either side
+        assert (highest > 1) == ("MFU above 100%: other work shared the device" in out), out
     ratio = float(re.search(r"^trainer / bare loop \(1 process\): ([\d.]+)", out, re.M)[1])
     bare, trainer = rows["bare loop, 1 process"][0], rows["trainer, 1 process(es)"][0]
     low, high = (trainer - d_ips) / (bare + d_ips), (trainer + d_ips) / (bare - d_ips)

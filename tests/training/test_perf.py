@@ -94,6 +94,23 @@ def test_matmul_peak_is_the_flops_of_the_matmuls_run_over_their_time(monkeypatch
     assert len(shapes) >= 3 + 3  # the warm-up, then at least 0.3 s of the fake clock
 
 
+def test_matmul_peak_is_the_best_window_when_other_work_slows_some(monkeypatch):
+    """Other work on the device makes some matmuls take 4x as long: the peak is still the rate
+    of the unhindered ones (the mean would be 2.5x lower, and an MFU against it above 100%)."""
+    durations: list[float] = []
+    real_matmul = torch.Tensor.__matmul__
+
+    def hindered(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        durations.append(0.4 if len(durations) % 2 else 0.1)  # every other one slowed
+        return real_matmul(a, b)
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", hindered)
+    monkeypatch.setattr(perf.time, "perf_counter", lambda: sum(durations))
+    peak = perf.matmul_peak(torch.device("cpu"), "fp32", seconds=1.0)
+    assert peak == pytest.approx(2 * 1024**3 / 0.1, rel=1e-9)
+    assert sum(durations[3:]) >= 1.0  # it still ran for the time asked
+
+
 @pytest.mark.system
 def test_train_step_benchmark_prints_a_row_per_setting_and_the_fastest(tmp_path):
     import json
