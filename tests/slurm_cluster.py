@@ -397,7 +397,7 @@ class NamespacedSlurm(LocalSlurm):
         return (
             self._common_config(f"ctl({self.hosts['ctl']})", f"socket={sock},cred_expire=15")
             + f"""\
-SlurmdTimeout=5
+SlurmdTimeout=10
 KillWait=5
 {nodes}PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE State=UP
 """

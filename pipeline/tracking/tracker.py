@@ -36,6 +36,10 @@ from pipeline.tracking.mlflow_calls import (
 log = logging.getLogger(__name__)
 
 EVERYTHING = float("inf")  # commit(EVERYTHING): every record may be sent
+# Seconds between tries while end() waits for the last records: the backoff may have grown to
+# retry_max during an outage, and a server back a moment after the run's end would otherwise
+# get one or two tries before end_timeout runs out.
+ENDING_RETRY = 2.0
 
 
 class Tracker:
@@ -58,6 +62,7 @@ class Tracker:
         self._committed = -1.0  # records up to this step may be sent
         self._wake = threading.Condition()
         self._stopping = False
+        self._ending = False  # end() is waiting: retry every ENDING_RETRY s at most
         self._sender: threading.Thread | None = None
         # the run is MLflow's active run in this thread (log_model needs one; a resumed run
         # whose start failed has an id but none)
@@ -156,6 +161,7 @@ class Tracker:
         if aside:
             log.warning("MLflow: %d records of steps after the last checkpoint kept apart in "
                         "%s", aside, self.journal.folder / "uncheckpointed.jsonl")  # fmt: skip
+        self._ending = True  # before the record, whose notify wakes a backing-off sender
         self._record({"kind": "end", "status": status})
         self.commit(EVERYTHING)  # type: ignore[arg-type]
         if self._sender is not None:
@@ -232,7 +238,7 @@ class Tracker:
                         "%s and sent when it is back", self.uri, first_line(exc), journal.path,
                     )  # fmt: skip
                 with self._wake:
-                    self._wake.wait(timeout=delay)
+                    self._wake.wait(timeout=min(delay, ENDING_RETRY) if self._ending else delay)
                 delay = min(delay * 2, self.retry_max)
                 continue
             journal.mark_sent(journal.sent + len(batch))

@@ -114,7 +114,7 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
             EXTRA_UPSCALE_ARGS="--device cpu", UPSCALE_IMAGES="1",
             PART_LIMIT_SCALE="4",  # the GPU's limits; the trainer part took 30 of 50 s here
         ),
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     log = (out / "gpu_check.log").read_text()
     assert run.returncode == 0, log[-3000:]

@@ -21,6 +21,9 @@ from mlflow_server import MlflowServer
 pytestmark = pytest.mark.system  # Chromium on the MLflow UI
 
 RUN_NAMES = ["x4-gan", "x4-pretrain", "x8-gan", "x8-pretrain"]
+# seconds for the UI to draw: headless Chromium parses MLflow's 4 MB of JavaScript on a loaded
+# 2-core machine (another test beside it); only a failing test waits them out
+UI_WAIT = 180
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +127,12 @@ def test_the_runs_open_as_model_training_with_val_columns_and_charts(mlflow_serv
     driver = _chromium()
     try:
         driver.get(runs_page)
-        WebDriverWait(driver, 60).until(_shows(*RUN_NAMES))
+        WebDriverWait(driver, UI_WAIT).until(_shows(*RUN_NAMES))
         key = f'MLflowLocalStorage-1.1-ExperimentPage-["{experiment_id}"]-ReactComponentState'
-        state = json.loads(driver.execute_script("return localStorage.getItem(arguments[0])", key))
+        saved = WebDriverWait(driver, UI_WAIT).until(  # the page may save it after drawing
+            lambda d: d.execute_script("return localStorage.getItem(arguments[0])", key)
+        )
+        state = json.loads(saved)
         state["selectedColumns"] = COLUMNS
         driver.execute_script(
             "localStorage.setItem(arguments[0], arguments[1]);"
@@ -135,20 +141,22 @@ def test_the_runs_open_as_model_training_with_val_columns_and_charts(mlflow_serv
         )  # fmt: skip
         driver.refresh()
         try:
-            WebDriverWait(driver, 60).until(_shows(*RUN_NAMES, "val/sr_psnr_y", "val/sr_ssim_y"))
+            WebDriverWait(driver, UI_WAIT).until(
+                _shows(*RUN_NAMES, "val/sr_psnr_y", "val/sr_ssim_y")
+            )
         finally:
             _screenshot(driver, tmp_path / "mlflow-runs.png")
         body = driver.find_element(By.TAG_NAME, "body").text
         assert _experiment() in body and "Model training" in body
 
         driver.get(f"{runs_page}&compareRunsMode=CHART")
-        search = WebDriverWait(driver, 60).until(
+        search = WebDriverWait(driver, UI_WAIT).until(
             lambda d: d.find_element(By.CSS_SELECTOR, "input[placeholder='Search metric charts']")
         )
         search.send_keys("_y")  # PSNR-Y and SSIM-Y, SR and bicubic
         try:
-            WebDriverWait(driver, 60).until(_shows("val/sr_psnr_y", "val/sr_ssim_y"))
-            WebDriverWait(driver, 60).until(  # the four charts drawn, not loading
+            WebDriverWait(driver, UI_WAIT).until(_shows("val/sr_psnr_y", "val/sr_ssim_y"))
+            WebDriverWait(driver, UI_WAIT).until(  # the four charts drawn, not loading
                 lambda d: len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")) >= 4
             )
         finally:

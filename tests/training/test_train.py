@@ -352,9 +352,12 @@ def test_killed_and_resumed_equals_uninterrupted(shards_faces128, tmp_path):
     _wait_for(out / "checkpoints" / "step-00000010.pt", process)
     process.kill()
     process.wait()
-    assert not (out / "checkpoints" / "step-00000030.pt").exists()
+    # step 10's checkpoint, or 20's when a loaded machine was slow to kill (the test's process
+    # starved while the run trained on)
+    newest = max(int(p.stem.split("-")[1]) for p in (out / "checkpoints").glob("step-*.pt"))
+    assert newest in (10, 20), newest
     resumed_run = run_train(shards_faces128, out, db, *args, "--resume", "auto")
-    assert "step-00000010.pt at step 10" in resumed_run.stderr
+    assert f"step-{newest:08d}.pt at step {newest}" in resumed_run.stderr
 
     last = "checkpoints/step-00000030.pt"
     whole = torch.load(tmp_path / "whole" / last, weights_only=True)["model"]
