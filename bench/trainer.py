@@ -181,8 +181,9 @@ def main() -> None:
     if feed is not None:
         print(f"{'loader alone (training settings)':34} {feed:9.1f} img/s")
     if max(mfus) > 1:
-        print("MFU above 100%: other work shared the device while the peak was timed; "
-              "rerun on an idle one")  # fmt: skip
+        print("MFU above 100%: the matmul peak measured below what the step reached (other "
+              "work while it was timed, or a precision whose matmul is slower than its "
+              "convolutions here)")  # fmt: skip
     one = results.get(1)
     if one:
         print(f"\ntrainer / bare loop (1 process): {one / bare:.3f}   (target >= 0.90)")

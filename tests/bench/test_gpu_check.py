@@ -113,6 +113,7 @@ def test_prepared_bundle_fits_one_run_and_the_script_runs_every_part(tmp_path):
             EXTRA_LOADER_ARGS="--seconds 0.5",
             EXTRA_UPSCALE_ARGS="--device cpu", UPSCALE_IMAGES="1",
             PART_LIMIT_SCALE="4",  # the GPU's limits; the trainer part took 30 of 50 s here
+            BUDGET="270",  # x4: 18 minutes, so the script stops a slow part before the test does
         ),
         capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
@@ -190,7 +191,7 @@ def _check_trainer_table(out: str, phase: str) -> None:
     # on a shared device (this suite runs on two workers) the peak can still be timed low
     highest = max(mfu for _, mfu in rows.values())
     if abs(highest - 1) > 0.0005:  # a printed 100.0% may be either side
-        assert (highest > 1) == ("MFU above 100%: other work shared the device" in out), out
+        assert (highest > 1) == ("MFU above 100%: the matmul peak measured below" in out), out
     ratio = float(re.search(r"^trainer / bare loop \(1 process\): ([\d.]+)", out, re.M)[1])
     bare, trainer = rows["bare loop, 1 process"][0], rows["trainer, 1 process(es)"][0]
     low, high = (trainer - d_ips) / (bare + d_ips), (trainer + d_ips) / (bare - d_ips)

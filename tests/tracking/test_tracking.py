@@ -130,9 +130,17 @@ class _TimedCondition(threading.Condition):
         return super().wait(timeout=0.02)
 
 
+def _until(condition, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
 def test_end_retries_often_however_long_the_outage_made_the_backoff(tmp_path, monkeypatch):
-    tracker = _tracker(tmp_path, retry_max=60)
-    tracker._wake = waits = _TimedCondition()
+    tracker = Tracker(True, _uri(tmp_path), tmp_path / "run" / "tracking", retry_max=60)
+    tracker._wake = waits = _TimedCondition()  # before start(): its sender waits on this one
+    tracker.start("tracking-test", "run", None, {})
     real, down, failures = mlflow.MlflowClient.log_batch, threading.Event(), []
 
     def log_batch(self, *args, **kwargs):
@@ -145,14 +153,16 @@ def test_end_retries_often_however_long_the_outage_made_the_backoff(tmp_path, mo
     down.set()
     tracker.log_metrics({"loss": 1.0}, 1)
     tracker.commit(1)
-    while len(failures) < 8:  # backed off: 1, 2, 4 ... 60 s
-        time.sleep(0.01)
+    _until(lambda: len(failures) >= 8, "no 8 failed sends")  # backed off: 1, 2, 4 ... 60 s
     assert max(t for t in waits.timeouts if t is not None) == 60
     ending = threading.Thread(target=tracker.end, args=("FINISHED",))
     ending.start()
-    while len(failures) < 12:  # tries while end() waits, the server still down
-        time.sleep(0.01)
-    backoffs = waits.timeouts[-3:]
+    _until(lambda: tracker._ending, "end() never began")
+    # the tries while end() waits, the server still down; the first wait after the flag may
+    # have been computed just before it
+    since, tried = len(waits.timeouts), len(failures)
+    _until(lambda: len(failures) >= tried + 4, "no retries while end() waited")
+    backoffs = waits.timeouts[since + 1 :]
     down.clear()
     ending.join(timeout=30)
     assert not ending.is_alive()
@@ -318,9 +328,9 @@ def test_a_model_that_cannot_be_made_does_not_hold_the_runs_end(tmp_path, monkey
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="pipeline.tracking"):
         tracker.end("FINISHED")
-    assert time.monotonic() - started < 60
     messages = [r.getMessage() for r in caplog.records]
     assert not any("records not sent after" in m for m in messages), messages  # not held back
+    assert time.monotonic() - started < 60
     assert any("no loggable generator (TypeError: cannot run this module)" in m
                for m in messages), messages  # fmt: skip
     assert not any("unreachable" in m for m in messages), messages

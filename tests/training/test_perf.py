@@ -138,7 +138,7 @@ def test_train_step_benchmark_prints_a_row_per_setting_and_the_fastest(tmp_path)
         # against the peak the run timed (not <= 1: a neighbour on the CPU while the peak was
         # timed makes it low, seen on CI's two xdist workers)
         assert row["mfu"] == pytest.approx(row["flop_per_s"] / written["peaks"]["fp32"])
-        assert row["mfu"] > 0
+        assert 0 < row["mfu"] < 3  # a peak timed beside other work may be low, not 3x low
     assert "fastest pretrain: fp32 eager" in result.stdout
 
 
