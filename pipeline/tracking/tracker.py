@@ -36,10 +36,6 @@ from pipeline.tracking.mlflow_calls import (
 log = logging.getLogger(__name__)
 
 EVERYTHING = float("inf")  # commit(EVERYTHING): every record may be sent
-# Seconds between tries while end() waits for the last records: the backoff may have grown to
-# retry_max during an outage, and a server back a moment after the run's end would otherwise
-# get one or two tries before end_timeout runs out.
-ENDING_RETRY = 2.0
 
 
 class Tracker:
@@ -53,16 +49,21 @@ class Tracker:
         folder: Path | None = None,
         end_timeout: float = 60.0,
         retry_max: float = 30.0,
+        end_retry: float = 2.0,
     ) -> None:
+        """`retry_max`: the longest wait between tries while MLflow is unreachable (the waits
+        double from 1 s; new records do not cut them short, so a down server is not hit at the
+        logging rate). `end_retry`: the longest wait once end() waits for the last records, so
+        that a server back a moment after the run's end is not left to one or two tries."""
         self.enabled = enabled and folder is not None
         self.uri, self.folder = uri, folder
-        self.end_timeout, self.retry_max = end_timeout, retry_max
+        self.end_timeout, self.retry_max, self.end_retry = end_timeout, retry_max, end_retry
         self.run_id: str | None = None
         self.journal: Journal | None = None
         self._committed = -1.0  # records up to this step may be sent
         self._wake = threading.Condition()
         self._stopping = False
-        self._ending = False  # end() is waiting: retry every ENDING_RETRY s at most
+        self._ending = False  # end() is waiting: retry every end_retry s at most
         self._sender: threading.Thread | None = None
         # the run is MLflow's active run in this thread (log_model needs one; a resumed run
         # whose start failed has an id but none)
@@ -237,8 +238,7 @@ class Tracker:
                         "MLflow at %s unreachable (%s); training goes on, records are kept in "
                         "%s and sent when it is back", self.uri, first_line(exc), journal.path,
                     )  # fmt: skip
-                with self._wake:
-                    self._wake.wait(timeout=min(delay, ENDING_RETRY) if self._ending else delay)
+                self._back_off(time.monotonic(), delay)
                 delay = min(delay * 2, self.retry_max)
                 continue
             journal.mark_sent(journal.sent + len(batch))
@@ -246,3 +246,14 @@ class Tracker:
                 log.warning("MLflow at %s is back after %.0f s; sending the kept records",
                             self.uri, time.monotonic() - failing_since)  # fmt: skip
                 failing_since, delay = None, first_delay
+
+    def _back_off(self, failed_at: float, delay: float) -> None:
+        """Wait until `delay` s after the failed try (end_retry s once end() waits), or the
+        tracker stops; the records that keep coming meanwhile do not end the wait."""
+        with self._wake:
+            while not self._stopping:
+                wait = min(delay, self.end_retry) if self._ending else delay
+                left = failed_at + wait - time.monotonic()
+                if left <= 0:
+                    return
+                self._wake.wait(timeout=left)

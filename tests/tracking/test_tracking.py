@@ -118,18 +118,6 @@ def test_an_outage_mid_run_loses_nothing(tmp_path, monkeypatch, caplog):
     assert any("is back after" in m for m in messages)
 
 
-class _TimedCondition(threading.Condition):
-    """Records each wait's timeout and waits 0.02 s at most: a backoff of minutes in no time."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.timeouts: list[float | None] = []
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self.timeouts.append(timeout)
-        return super().wait(timeout=0.02)
-
-
 def _until(condition, what: str) -> None:
     deadline = time.monotonic() + 60
     while not condition():
@@ -137,10 +125,9 @@ def _until(condition, what: str) -> None:
         time.sleep(0.01)
 
 
-def test_end_retries_often_however_long_the_outage_made_the_backoff(tmp_path, monkeypatch):
-    tracker = Tracker(True, _uri(tmp_path), tmp_path / "run" / "tracking", retry_max=60)
-    tracker._wake = waits = _TimedCondition()  # before start(): its sender waits on this one
-    tracker.start("tracking-test", "run", None, {})
+@pytest.fixture
+def outage(monkeypatch):
+    """MLflow's log_batch raises while `down` is set; `failures` holds the time of each try."""
     real, down, failures = mlflow.MlflowClient.log_batch, threading.Event(), []
 
     def log_batch(self, *args, **kwargs):
@@ -150,23 +137,38 @@ def test_end_retries_often_however_long_the_outage_made_the_backoff(tmp_path, mo
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(mlflow.MlflowClient, "log_batch", log_batch)
+    return down, failures
+
+
+def test_records_logged_during_an_outage_do_not_cut_the_backoff_short(tmp_path, outage):
+    down, failures = outage
+    tracker = _tracker(tmp_path, retry_max=30)
+    down.set()
+    for step in range(1, 61):  # a run logging 60 records over 1.2 s while the server is down
+        tracker.log_metrics({"loss": float(step)}, step)
+        tracker.commit(step)
+        time.sleep(0.02)
+    # tries at 0 and 1 s (the first waits), not one per record
+    assert 1 <= len(failures) <= 3, [round(t - failures[0], 2) for t in failures]
+    down.clear()
+    tracker.end("FINISHED")
+    assert _history(tracker.uri, tracker.run_id) == [(s, float(s)) for s in range(1, 61)]
+
+
+def test_end_retries_often_however_long_the_outage_made_the_backoff(tmp_path, outage):
+    down, failures = outage
+    tracker = _tracker(tmp_path, retry_max=4, end_retry=0.1)
     down.set()
     tracker.log_metrics({"loss": 1.0}, 1)
     tracker.commit(1)
-    _until(lambda: len(failures) >= 8, "no 8 failed sends")  # backed off: 1, 2, 4 ... 60 s
-    assert max(t for t in waits.timeouts if t is not None) == 60
+    _until(lambda: len(failures) >= 3, "no 3 failed sends")  # at 0, 1 and 3 s: now 4 s apart
     ending = threading.Thread(target=tracker.end, args=("FINISHED",))
     ending.start()
-    _until(lambda: tracker._ending, "end() never began")
-    # the tries while end() waits, the server still down; the first wait after the flag may
-    # have been computed just before it
-    since, tried = len(waits.timeouts), len(failures)
-    _until(lambda: len(failures) >= tried + 4, "no retries while end() waited")
-    backoffs = waits.timeouts[since + 1 :]
+    _until(lambda: len(failures) >= 6, "no retries while end() waited")  # 0.1 s apart, not 4
     down.clear()
     ending.join(timeout=30)
     assert not ending.is_alive()
-    assert backoffs and all(t is not None and t <= tracking.tracker.ENDING_RETRY for t in backoffs)
+    assert failures[5] - failures[3] < 2, [round(t - failures[0], 2) for t in failures]
     assert _history(tracker.uri, tracker.run_id) == [(1, 1.0)]
     assert _status(tracker.uri, tracker.run_id) == "FINISHED"
 
